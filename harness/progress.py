@@ -1,0 +1,79 @@
+"""Progress: a bar per job (step, loss, sparsity) and one for the matrix (jobs, ETA) on
+a terminal; plain log lines otherwise (CI, files, pipes)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Callable, TextIO
+
+from tqdm import tqdm
+
+from harness.spec import JobSpec
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Reporter:
+    def __init__(self, stream: TextIO = sys.stderr, interactive: bool | None = None):
+        self.stream = stream
+        self.interactive = stream.isatty() if interactive is None else interactive
+        self._matrix_bar: tqdm | None = None
+        self._job_bar: tqdm | None = None
+        self._total = self._finished = 0
+        self._started = time.perf_counter()
+
+    def _line(self, text: str) -> None:
+        if self.interactive:
+            tqdm.write(text, file=self.stream)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def matrix_start(self, total: int, already_done: int) -> None:
+        self._total, self._finished = total - already_done, 0
+        self._started = time.perf_counter()
+        self._line(f"{total} jobs: {already_done} already done, {self._total} to run")
+        if self.interactive and self._total:
+            self._matrix_bar = tqdm(total=self._total, desc="matrix", unit="job", file=self.stream, position=0)
+
+    def job_start(self, spec: JobSpec) -> None:
+        self._line(f"[{self._finished + 1}/{self._total}] {spec.short_hash} {spec.label}")
+        if self.interactive:
+            self._job_bar = tqdm(total=spec.train["steps"], desc="  train", unit="step", file=self.stream,
+                                 position=1, leave=False)
+
+    def step_callback(self, spec: JobSpec) -> Callable[[int, float, float], None]:
+        every = max(1, spec.train["steps"] // 5)
+
+        def on_step(step: int, loss: float, sparsity: float) -> None:
+            if self._job_bar is not None:
+                self._job_bar.update(1)
+                self._job_bar.set_postfix(loss=f"{loss:.3f}", sparsity=f"{sparsity:.2f}", refresh=False)
+            elif step % every == 0 or step == spec.train["steps"]:
+                self._line(f"    step {step}/{spec.train['steps']} loss {loss:.4f} sparsity {sparsity:.3f}")
+
+        return on_step
+
+    def job_end(self, spec: JobSpec, status: str, detail: str = "") -> None:
+        if self._job_bar is not None:
+            self._job_bar.close()
+            self._job_bar = None
+        self._finished += 1
+        elapsed = time.perf_counter() - self._started
+        eta = elapsed / self._finished * (self._total - self._finished)
+        self._line(f"    {status}{': ' + detail if detail else ''} "
+                   f"({self._finished}/{self._total} jobs, elapsed {_duration(elapsed)}, ETA {_duration(eta)})")
+        if self._matrix_bar is not None:
+            self._matrix_bar.update(1)
+
+    def matrix_end(self, failures: int = 0, interrupted: bool = False) -> None:
+        if self._matrix_bar is not None:
+            self._matrix_bar.close()
+        elapsed = _duration(time.perf_counter() - self._started)
+        if interrupted:
+            self._line(f"interrupted after {elapsed}; rerun the same command to continue")
+        else:
+            self._line(f"finished in {elapsed}: {self._finished - failures} done, {failures} failed")

@@ -1,0 +1,112 @@
+"""ORM schema of the results store (SQLAlchemy 2.x). One row per number, so the
+dashboard and the leaderboard can pivot freely; the schema version lives in ``meta``."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+SCHEMA_VERSION = 1
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Meta(Base):
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
+class Run(Base):
+    """One ``harness run`` invocation."""
+
+    __tablename__ = "runs"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    matrix_name: Mapped[str] = mapped_column(String(200))
+    matrix_path: Mapped[str] = mapped_column(Text)
+    matrix_hash: Mapped[str] = mapped_column(String(64))
+    host: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(DateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+
+
+class Job(Base):
+    """One attempt at one job spec. Reruns add attempts; history is kept."""
+
+    __tablename__ = "jobs"
+    __table_args__ = (UniqueConstraint("spec_hash", "attempt"), Index("ix_jobs_status", "status"))
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    spec_hash: Mapped[str] = mapped_column(String(64), index=True)
+    group_hash: Mapped[str] = mapped_column(String(64), index=True)  # the spec without its seed
+    attempt: Mapped[int] = mapped_column(Integer)
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), nullable=True)
+    status: Mapped[str] = mapped_column(String(16))  # pending|running|done|failed|interrupted
+    spec_json: Mapped[str] = mapped_column(Text)
+    # Denormalized from the spec for queries.
+    model: Mapped[str] = mapped_column(String(300))
+    task: Mapped[str] = mapped_column(String(200))
+    method: Mapped[str] = mapped_column(String(100))
+    method_label: Mapped[str] = mapped_column(String(300))
+    sparsity: Mapped[float] = mapped_column(Float)
+    seed: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(DateTime)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)  # one line
+    traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
+    harness_version: Mapped[str] = mapped_column(String(50))
+    versions_json: Mapped[str] = mapped_column(Text)  # library versions, host, device
+    protocol_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+
+
+class MetricRow(Base):
+    __tablename__ = "metrics"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(200))
+    split: Mapped[str] = mapped_column(String(50))
+    value: Mapped[float] = mapped_column(Float)
+    higher_is_better: Mapped[bool] = mapped_column(Boolean)
+
+
+class LayerStat(Base):
+    __tablename__ = "layer_stats"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    layer: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))  # kept_neurons, original_neurons, uniqueness, ...
+    value: Mapped[float] = mapped_column(Float)
+
+
+class NeuronStat(Base):
+    __tablename__ = "neuron_stats"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    layer: Mapped[int] = mapped_column(Integer)
+    neuron: Mapped[int] = mapped_column(Integer)
+    sensitivity: Mapped[float | None] = mapped_column(Float, nullable=True)
+    max_abs_cos: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class CurvePoint(Base):
+    __tablename__ = "curves"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(100))  # loss, sparsity, lr, ...
+    value: Mapped[float] = mapped_column(Float)
+
+
+class Sample(Base):
+    __tablename__ = "samples"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    index: Mapped[int] = mapped_column(Integer)
+    task: Mapped[str] = mapped_column(String(200))
+    prompt: Mapped[str] = mapped_column(Text)
+    reference: Mapped[str] = mapped_column(Text)
+    prediction: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,65 @@
+"""Shared data access for tasks: local JSON-lines files (optionally gzipped) in the hub
+schema, the project's embedded data, and the Hugging Face hub for users online."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any, Iterator
+
+from harness.task import file_sha256
+
+EMBEDDED_DATA = Path(__file__).parent / "data"
+
+
+def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def iter_rows(path: str | Path) -> Iterator[dict[str, Any]]:
+    yield from read_jsonl(path)
+
+
+def files_identity(files: dict[str, str], embedded: bool = False) -> dict[str, Any]:
+    """Identity of local data: per split, the content hash (and, outside the package, the path)."""
+    identity: dict[str, Any] = {"source": "embedded" if embedded else "local", "files": {}}
+    for split, path in sorted(files.items()):
+        entry = {"sha256": file_sha256(path)}
+        if embedded:
+            entry["file"] = str(Path(path).relative_to(EMBEDDED_DATA))
+        identity["files"][split] = entry
+    return identity
+
+
+def load_split(params: dict[str, Any], split: str, embedded_files: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """Rows of ``split`` from local ``data_files``, the embedded files, or the hub."""
+    files = params.get("data_files") or embedded_files
+    if files:
+        if split not in files:
+            raise ValueError(f"data_files has no '{split}' split (has: {', '.join(sorted(files))})")
+        return read_jsonl(files[split])
+    return load_hub_split(params["hub_id"], params.get("hub_config") or None, params.get("revision") or None, split)
+
+
+def load_hub_split(hub_id: str, config: str | None, revision: str | None, split: str) -> list[dict[str, Any]]:
+    """A split from the Hugging Face hub (parquet-backed; needs internet)."""
+    import datasets
+
+    try:
+        dataset = datasets.load_dataset(hub_id, config, revision=revision, split=split)
+    except Exception as error:  # the datasets library raises many types for "unreachable"
+        raise RuntimeError(
+            f"dataset '{hub_id}' ({config or 'default'}, revision {revision or 'main'}) could not be loaded "
+            f"from the Hugging Face hub: {str(error).splitlines()[0] if str(error) else type(error).__name__}; "
+            "offline, point the task at local files with data_files"
+        ) from None
+    return [dict(row) for row in dataset]
+
+
+def hub_identity(params: dict[str, Any]) -> dict[str, Any]:
+    return {"source": "hub", "hub_id": params["hub_id"], "config": params.get("hub_config") or None,
+            "revision": params.get("revision") or "main"}

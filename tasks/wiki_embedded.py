@@ -1,0 +1,31 @@
+"""Language modeling on held-out articles of the embedded Wikipedia corpus."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.registry import TASKS
+from tasks._data import EMBEDDED_DATA, files_identity, read_jsonl
+from tasks._lm import LanguageModelingTask
+
+WIKI_FILES = {split: str(EMBEDDED_DATA / "wiki" / f"{split}.jsonl.gz") for split in ("train", "validation", "test")}
+
+
+@TASKS.register("wiki-embedded")
+class WikiEmbedded(LanguageModelingTask):
+    """Language modeling on held-out Wikipedia articles (gensim's excerpt, the embedded model's corpus); token-level sliding-window perplexity."""
+
+    defaults: dict[str, Any] = {
+        "train_split": "train",
+        "eval_split": "test",
+        "max_train_examples": 0,  # 0 = all training blocks
+        "max_eval_tokens": 0,  # 0 = the whole split
+        "window": 0,  # 0 = the model's context length
+        "stride": 0,  # 0 = window / 2
+    }
+
+    def data_identity(self) -> dict[str, Any]:
+        return files_identity(WIKI_FILES, embedded=True)
+
+    def texts(self, split: str) -> list[str]:
+        return [row["text"] for row in read_jsonl(WIKI_FILES[split])]
