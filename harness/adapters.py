@@ -25,14 +25,17 @@ class ArchSpec:
     width_attr: str  # config attribute holding d_ff
 
 
+# Checked against transformers 5.x (models/<type>/modeling_<type>.py); every entry is
+# tested on a tiny random model in tests/test_architectures.py and tests/test_export.py.
 _GLU = ArchSpec("model.layers", "mlp", ("gate_proj", "up_proj"), "down_proj", "intermediate_size")
 ARCHITECTURES: dict[str, ArchSpec] = {
-    "gpt2": ArchSpec("transformer.h", "mlp", ("c_fc",), "c_proj", "n_inner"),
+    "gpt2": ArchSpec("transformer.h", "mlp", ("c_fc",), "c_proj", "n_inner"),  # Conv1D
     "gpt_neo": ArchSpec("transformer.h", "mlp", ("c_fc",), "c_proj", "intermediate_size"),
-    "opt": ArchSpec("model.decoder.layers", "", ("fc1",), "fc2", "ffn_dim"),
-    "gpt_neox": ArchSpec("gpt_neox.layers", "mlp", ("dense_h_to_4h",), "dense_4h_to_h", "intermediate_size"),
-    "llama": _GLU,
+    "opt": ArchSpec("model.decoder.layers", "", ("fc1",), "fc2", "ffn_dim"),  # FFN lives in the block
+    "gpt_neox": ArchSpec("gpt_neox.layers", "mlp", ("dense_h_to_4h",), "dense_4h_to_h", "intermediate_size"),  # Pythia
+    "llama": _GLU,  # also SmolLM2
     "qwen2": _GLU,
+    "qwen3": _GLU,
     "mistral": _GLU,
 }
 

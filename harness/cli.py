@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 
 EXIT_USAGE = 2
@@ -43,8 +44,29 @@ def cmd_run(args: argparse.Namespace) -> int:
             todo = sum(1 for j in jobs if statuses.get(j.spec_hash) != "done" or args.force)
             print(f"{len(jobs)} jobs, {todo} would run", file=sys.stderr)
         return 0
+    from harness.executors import make_executor
+
+    from harness.export import artifacts_root
+
     store = _store(args)
-    return run_matrix(matrix, store, jobs, force=args.force, execution=Execution(args.device, args.threads))
+    artifacts = str(artifacts_root(store.path, args.artifacts).resolve())
+    execution = Execution(args.device, args.threads, artifacts=artifacts, save_models=not args.no_save_models)
+    executor = None  # run_matrix's default: local, with step progress
+    if args.executor != "local" or args.jobs is not None or args.ray_address or args.cpus_per_job or args.gpus_per_job:
+        try:
+            executor = make_executor(args.executor, execution, args.jobs, args.ray_address, args.cpus_per_job,
+                                     args.gpus_per_job)
+        except ValueError as error:
+            raise UsageError(str(error)) from None
+    previous = signal.signal(signal.SIGTERM, _interrupt)  # a batch scheduler's stop: like Ctrl-C
+    try:
+        return run_matrix(matrix, store, jobs, force=args.force, execution=execution, executor=executor)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 # -- list --------------------------------------------------------------------------------
@@ -83,6 +105,61 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- export ------------------------------------------------------------------------------
+def cmd_export(args: argparse.Namespace) -> int:
+    from harness.export import ExportError, export_job, has_custom_code
+
+    try:
+        out = export_job(_store(args, create=False), args.job_id, args.out)
+    except ExportError as error:
+        raise UsageError(str(error)) from None
+    trust = ", trust_remote_code=True" if has_custom_code(out) else ""
+    print(f"exported to {out}; load with AutoModelForCausalLM.from_pretrained({str(out)!r}{trust})", file=sys.stderr)
+    return 0
+
+
+# -- analyze -----------------------------------------------------------------------------
+def cmd_analyze(args: argparse.Namespace) -> int:
+    from harness.analysis import analyze_saved_model
+
+    if args.examples < 1:
+        raise UsageError(f"--examples: expected a positive number, got {args.examples}")
+    analysis = analyze_saved_model(args.model, args.task, args.examples, max_length=args.max_length,
+                                   batch_size=args.batch_size, threshold=args.threshold,
+                                   sensitivity=args.sensitivity, device=args.device)
+    if args.format == "json":
+        print(json.dumps({"model": args.model, "task": args.task, "protocol": analysis.protocol(),
+                          "metrics": {m["name"]: m["value"] for m in analysis.metrics()},
+                          "layers": analysis.layer_rows(),
+                          "neurons": [dict(zip(("layer", "neuron", "sensitivity", "max_abs_cos"), row))
+                                      for row in analysis.neuron_stats()]}, indent=2))
+        return 0
+    import pandas as pd
+
+    print(f"{args.model} on {args.task} [{analysis.split}]: {analysis.examples} examples, {analysis.tokens} tokens; "
+          f"sensitivity={analysis.sensitivity_kind}, redundant if cos >= {analysis.threshold:g}")
+    print(pd.DataFrame(analysis.layer_rows()).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+# -- dashboard ---------------------------------------------------------------------------
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    import importlib.util
+    import subprocess
+    from pathlib import Path
+
+    from results.store import database_url
+
+    app = Path(importlib.util.find_spec("dashboard").origin).parent / "app.py"
+    url = database_url(args.db)
+    command = [sys.executable, "-m", "streamlit", "run", str(app), "--server.headless", "true",
+               "--server.address", args.address, "--server.port", str(args.port),
+               "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
+               "--client.toolbarMode", "viewer"]
+    print(f"dashboard for {url} at http://{args.address}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    return subprocess.call(command, env=dict(os.environ, HARNESS_DB=url))  # the app reads the URL from HARNESS_DB
+
+
 # -- parser ------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="harness", description="Structured FFN pruning benchmark for generative LMs.")
@@ -98,6 +175,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--only", help="run only jobs whose label matches this glob, or whose hash starts with it")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads per job")
+    run.add_argument("--artifacts", help="folder for saved models (default: $HARNESS_ARTIFACTS, else "
+                                         "<db name>.artifacts next to a SQLite database)")
+    run.add_argument("--no-save-models", action="store_true",
+                     help="do not save pruned models (dense models are still saved: distillation teachers)")
+    run.add_argument("--executor", choices=["local", "processes", "ray"], default="local",
+                     help="local: one job at a time here; processes: --jobs worker processes here, one device "
+                          "each; ray: one Ray task per job (see --ray-address)")
+    run.add_argument("--jobs", type=int, help="processes: worker count (default: one per visible GPU, else per core)")
+    run.add_argument("--ray-address", help="ray: 'auto' or ray://HOST:10001 (default: a local Ray instance)")
+    run.add_argument("--cpus-per-job", type=float, help="ray: CPUs each task declares (default: --threads or 1)")
+    run.add_argument("--gpus-per-job", type=float,
+                     help="ray: GPUs each task declares (default: 1 if the cluster has GPUs and --device allows)")
     run.set_defaults(handler=cmd_run)
 
     listing = sub.add_parser("list", help="list registered methods, tasks or model aliases")
@@ -111,6 +200,30 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--metric")
     board.add_argument("--format", choices=["table", "csv", "json"], default="table")
     board.set_defaults(handler=cmd_leaderboard)
+
+    analyze = sub.add_parser("analyze", help="neuron sensitivity and uniqueness of a model over a task's evaluation split")
+    analyze.add_argument("model", metavar="MODEL", help="exported model folder, model alias or hub id")
+    analyze.add_argument("--task", required=True, help="task whose evaluation examples are used")
+    analyze.add_argument("--examples", type=int, default=64, help="evaluation examples to analyse (default 64)")
+    analyze.add_argument("--max-length", type=int, default=0, help="tokens per example (default: the task's, capped by the model)")
+    analyze.add_argument("--batch-size", type=int, default=8)
+    analyze.add_argument("--threshold", type=float, default=0.8, help="cosine at which a neuron counts as redundant")
+    analyze.add_argument("--sensitivity", choices=["reference", "activation"], default="reference")
+    analyze.add_argument("--device", default="auto")
+    analyze.add_argument("--format", choices=["table", "json"], default="table")
+    analyze.set_defaults(handler=cmd_analyze)
+
+    dash = sub.add_parser("dashboard", help="serve the results dashboard (Streamlit) on localhost")
+    dash.add_argument("--db", help=db_help)
+    dash.add_argument("--port", type=int, default=8501)
+    dash.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: localhost only)")
+    dash.set_defaults(handler=cmd_dashboard)
+
+    export = sub.add_parser("export", help="copy a job's pruned model to a folder that transformers loads")
+    export.add_argument("job_id", metavar="JOB_ID", help="spec hash or a unique prefix of it")
+    export.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
+    export.add_argument("--db", help=db_help)
+    export.set_defaults(handler=cmd_export)
     return parser
 
 

@@ -15,8 +15,12 @@ from typing import Any
 import yaml
 
 from harness.params import ConfigError, resolve_params, unknown_key_error
+from harness.distill import DISTILL_DEFAULTS, without_distill
+from harness.distill import check_settings as check_distill_settings
 from harness.registry import METHODS, TASKS, UnknownNameError
 from harness.spec import JobSpec
+from harness.speed import SPEED_DEFAULTS
+from harness.speed import check_settings as check_speed_settings
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     "steps": 200,
@@ -32,6 +36,7 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "min_width": 1,  # a layer never loses all its neurons
     "mask_update_every": 1,
     "dtype": "float32",
+    **DISTILL_DEFAULTS,  # distill: true -> knowledge distillation from the dense job (harness/distill.py)
 }
 EVAL_DEFAULTS: dict[str, Any] = {
     "max_examples": 200,
@@ -43,6 +48,12 @@ EVAL_DEFAULTS: dict[str, Any] = {
     "max_new_tokens": 0,  # 0 = the task's default
     "num_samples": 5,  # sample generations stored per job
     "extra_tasks": [],  # evaluation-only tasks (e.g. "lmeval:<task>") run on the shrunk model
+    # Neuron-redundancy analysis (harness/analysis.py) over the eval split; 0 examples = off.
+    "analysis_examples": 64,
+    "uniqueness_threshold": 0.8,  # cos at or above which a neuron has a surviving twin
+    "sensitivity": "reference",  # |Σ θ·∂L/∂θ| (the authors'); or "activation": |Σ a·∂L/∂a|
+    # Physical speed of the dense and the shrunk model (harness/speed.py); speed_repeats 0 = off.
+    **SPEED_DEFAULTS,
 }
 MATRIX_KEYS = {"name", "description", "models", "tasks", "methods", "sparsities", "seeds", "train", "eval", "dense_baseline"}
 _TASK_ENTRY_KEYS = {"name", "train", "eval"}  # plus the task's own parameters
@@ -122,10 +133,16 @@ def _method_variants(entry: Any, field: str) -> list[dict[str, Any]]:
     grids = [given[k] if isinstance(given[k], list) else [given[k]] for k in keys]
     if any(len(grid) == 0 for grid in grids):
         raise ConfigError(f"{field}.params: a swept parameter has an empty list")
-    return [
+    variants = [
         {"name": entry["name"], "params": resolve_params(f"{field}.params", dict(zip(keys, combo)), cls.defaults, cls.required)}
         for combo in itertools.product(*grids)
     ]
+    for variant in variants:
+        try:
+            cls.check_params(variant["params"])
+        except ValueError as error:
+            raise ConfigError(f"{field}.params.{error}") from None
+    return variants
 
 
 def _task(entry: Any, field: str, base_dir: Path, train: dict[str, Any], evaluation: dict[str, Any]):
@@ -150,6 +167,14 @@ def _task(entry: Any, field: str, base_dir: Path, train: dict[str, Any], evaluat
     if task_eval["decoding"] == "greedy":  # beam settings do not apply and must not split jobs
         for key in ("num_beams", "length_penalty", "no_repeat_ngram_size"):
             task_eval.pop(key)
+    from harness.analysis import check_settings as check_analysis_settings
+
+    check_analysis_settings(task_eval, f"{field}.eval")
+    try:
+        check_speed_settings(task_eval, f"{field}.eval")
+        check_distill_settings(task_train, f"{field}.train")
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
     task_eval["extra_tasks"] = [_extra_task(e, f"{field}.eval.extra_tasks[{i}]", base_dir) for i, e in enumerate(task_eval["extra_tasks"])]
     return _task_dict(entry["name"], task, field), task_train, task_eval
 
@@ -245,7 +270,11 @@ def expand(data: dict[str, Any], base_dir: Path) -> list[JobSpec]:
         for method, sparsity in combos:
             if sparsity == 0.0 or not METHODS.get(method["name"]).prunes:
                 method, sparsity = dense, 0.0
-            spec = JobSpec(model, task, method, sparsity, seed, task_train, task_eval)
+            # Only pruned jobs distill (the dense job is their teacher); the distill keys
+            # stay out of other jobs' specs, so their hashes do not depend on them.
+            distills = task_train["distill"] and method is not dense
+            train = task_train if distills else without_distill(task_train)
+            spec = JobSpec(model, task, method, sparsity, seed, train, task_eval)
             jobs.setdefault(spec.spec_hash, spec)
     return list(jobs.values())
 

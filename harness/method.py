@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 
+from harness.selection import select
+
 if TYPE_CHECKING:
     from harness.pruning import FFNPruner
 
@@ -27,10 +29,20 @@ class PruningMethod:
     observes_activations: ClassVar[bool] = False
     # Short parameter names for leaderboard labels, e.g. {"lambda_u": "λ_u"}.
     label_names: ClassVar[dict[str, str]] = {}
+    # Allowed values of string parameters, checked when a matrix is validated.
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
 
     def __init__(self, params: dict[str, Any], seed: int):
         self.params = params
         self.seed = seed
+
+    @classmethod
+    def check_params(cls, params: dict[str, Any]) -> None:
+        """Validate resolved parameters when a matrix is loaded: raise ValueError whose
+        message starts with the parameter name. Default: ``choices``."""
+        for key, allowed in cls.choices.items():
+            if key in params and params[key] not in allowed:
+                raise ValueError(f"{key}: '{params[key]}' is not allowed; allowed: {', '.join(allowed)}")
 
     def attach(self, pruner: FFNPruner) -> list[dict[str, Any]]:
         """Called once before training. Returns extra optimizer parameter groups
@@ -40,6 +52,12 @@ class PruningMethod:
     def scores(self, pruner: FFNPruner) -> list[torch.Tensor]:
         """One 1-D score tensor per FFN layer; higher = keep. Called at each mask update."""
         raise NotImplementedError
+
+    def keep_masks(self, pruner: FFNPruner, scores: list[torch.Tensor], kept_fraction: float) -> list[torch.Tensor]:
+        """Boolean keep-masks for one training step. Default: top-v of ``scores`` under
+        ``selection``. A method may choose its training masks differently (a threshold);
+        the final selection (``final_scores``) is always exact top-v."""
+        return select(scores, kept_fraction, self.selection, pruner.min_width)
 
     def final_scores(self, pruner: FFNPruner) -> list[torch.Tensor]:
         """Scores for the final selection at the target sparsity (default: ``scores``)."""

@@ -23,8 +23,12 @@ class Reporter:
         self.interactive = stream.isatty() if interactive is None else interactive
         self._matrix_bar: tqdm | None = None
         self._job_bar: tqdm | None = None
-        self._total = self._finished = 0
+        self._total = self._finished = self._begun = 0
         self._started = time.perf_counter()
+
+    def note(self, text: str) -> None:
+        """A line of its own (e.g. a job skipped because another run holds it)."""
+        self._line(text)
 
     def _line(self, text: str) -> None:
         if self.interactive:
@@ -33,15 +37,17 @@ class Reporter:
             print(text, file=self.stream, flush=True)
 
     def matrix_start(self, total: int, already_done: int) -> None:
-        self._total, self._finished = total - already_done, 0
+        self._total, self._finished, self._begun = total - already_done, 0, 0
         self._started = time.perf_counter()
         self._line(f"{total} jobs: {already_done} already done, {self._total} to run")
         if self.interactive and self._total:
             self._matrix_bar = tqdm(total=self._total, desc="matrix", unit="job", file=self.stream, position=0)
 
-    def job_start(self, spec: JobSpec) -> None:
-        self._line(f"[{self._finished + 1}/{self._total}] {spec.short_hash} {spec.label}")
-        if self.interactive:
+    def job_start(self, spec: JobSpec, worker: str = "", bar: bool = True) -> None:
+        """``worker``: where it runs; ``bar``: a step bar (jobs running one at a time only)."""
+        self._begun += 1
+        self._line(f"[{self._begun}/{self._total}] {spec.short_hash} {spec.label}" + (f" on {worker}" if worker else ""))
+        if self.interactive and bar:
             self._job_bar = tqdm(total=spec.train["steps"], desc="  train", unit="step", file=self.stream,
                                  position=1, leave=False)
 
@@ -64,7 +70,7 @@ class Reporter:
         self._finished += 1
         elapsed = time.perf_counter() - self._started
         eta = elapsed / self._finished * (self._total - self._finished)
-        self._line(f"    {status}{': ' + detail if detail else ''} "
+        self._line(f"    {spec.short_hash} {status}{': ' + detail if detail else ''} "
                    f"({self._finished}/{self._total} jobs, elapsed {_duration(elapsed)}, ETA {_duration(eta)})")
         if self._matrix_bar is not None:
             self._matrix_bar.update(1)

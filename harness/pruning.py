@@ -69,7 +69,7 @@ class FFNPruner:
         if (step - 1) % self.mask_update_every == 0:
             with torch.no_grad():
                 scores = self.method.scores(self)
-            self.keep = select(scores, self.kept_fraction, self.method.selection, self.min_width)
+            self.keep = self.method.keep_masks(self, scores, self.kept_fraction)
         self._forward_masks = [
             self.method.forward_mask(i, keep.float()) for i, keep in enumerate(self.keep)
         ]

@@ -12,22 +12,29 @@ import hashlib
 import platform
 import random
 import time
-import traceback as tb
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from importlib import metadata
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
+from harness.analysis import analyze_task
 from harness.config import Matrix
+from harness.distill import distillation_loss_fn, teacher_spec
+from harness.export import artifact_dir, artifacts_root, load_saved, save_model
 from harness.models import load_model
 from harness.pruning import FFNPruner
 from harness.registry import METHODS, TASKS
 from harness.selection import CubicSchedule
 from harness.spec import JobSpec, canonical_json
+from harness.speed import SpeedSettings, speed_metrics
+from harness.speed import measure as measure_speed
 from harness.train import train
 from results.store import JobResult, Store
+
+if TYPE_CHECKING:
+    from harness.executors import Executor
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -62,6 +69,8 @@ class Execution:
 
     device: str = "auto"
     threads: int | None = None
+    artifacts: str | None = None  # folder of saved models, one per spec hash (None: nothing saved)
+    save_models: bool = True  # False: save dense models only (distillation teachers)
 
     def torch_device(self) -> torch.device:
         if self.device == "auto":
@@ -89,6 +98,8 @@ def run_job(spec: JobSpec, execution: Execution = Execution(),
 
     dtype = getattr(torch, spec.train["dtype"])
     model, tokenizer = load_model(spec.model, device, dtype)
+    speed_settings = SpeedSettings.from_eval(spec.eval)  # the dense model before fine-tuning: speed reference
+    dense_speed = measure_speed(model, speed_settings, device) if speed_settings.enabled else None
     task = TASKS.get(spec.task["name"])(spec.task["name"], spec.task["params"])
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     max_length = min(spec.train["max_length"], context) if context else spec.train["max_length"]
@@ -100,7 +111,10 @@ def run_job(spec: JobSpec, execution: Execution = Execution(),
     original_widths = pruner.widths
     params_dense = parameter_count(model)
     extra_groups = method.attach(pruner)
-    log = train(model, examples, pruner, spec.train, spec.seed, tokenizer.pad_token_id, device, extra_groups, on_step)
+    loss_fn = _distillation(spec, execution, device, dtype)
+    log = train(model, examples, pruner, spec.train, spec.seed, tokenizer.pad_token_id, device, extra_groups, on_step,
+                loss_fn)
+    del loss_fn  # frees the teacher
     train_seconds = time.perf_counter() - started
 
     keep = pruner.finalize()
@@ -134,7 +148,35 @@ def run_job(spec: JobSpec, execution: Execution = Execution(),
     ]
     layer_stats = [(i, "original_neurons", float(w)) for i, w in enumerate(original_widths)]
     layer_stats += [(i, "kept_neurons", float(w)) for i, w in enumerate(widths)]
-    return JobResult(metrics=metrics, protocol=protocol, layer_stats=layer_stats, curves=log.curves, samples=samples)
+    # Redundancy of the neurons the final (shrunk, or dense) model holds, over the eval split.
+    analysis = analyze_task(model, tokenizer, task, spec.eval, max_length, [k.tolist() for k in keep])
+    neuron_stats = analysis.neuron_stats() if analysis else []
+    if analysis:
+        metrics += analysis.metrics()
+        layer_stats += analysis.layer_stats()
+        protocol["analysis"] = analysis.protocol()
+    if dense_speed is not None:  # the shrunk model, same settings and device as the dense one
+        metrics += speed_metrics(dense_speed, measure_speed(model, speed_settings, device))
+        protocol["speed"] = dense_speed.protocol
+    if execution.artifacts and (execution.save_models or not method.prunes):  # dense: a teacher
+        saved = save_model(model, tokenizer, artifact_dir(execution.artifacts, spec.spec_hash))
+        protocol["artifacts"] = str(saved.resolve())
+    return JobResult(metrics=metrics, protocol=protocol, layer_stats=layer_stats, neuron_stats=neuron_stats,
+                     curves=log.curves, samples=samples)
+
+
+def _distillation(spec: JobSpec, execution: Execution, device: torch.device, dtype: torch.dtype):
+    """The distillation loss_fn for a student (its teacher's saved model), else None."""
+    teacher = teacher_spec(spec)
+    if teacher is None:
+        return None
+    folder = artifact_dir(execution.artifacts, teacher.spec_hash) if execution.artifacts else None
+    if folder is None or not (folder / "config.json").exists():
+        raise RuntimeError(f"distillation teacher {teacher.short_hash} ({teacher.label}) has no saved model"
+                           f"{f' at {folder}' if folder else ' (no artifacts folder)'}; rerun it: "
+                           f"harness run --force --only {teacher.short_hash} ...")
+    teacher_model, _ = load_saved(folder, device, dtype)
+    return distillation_loss_fn(teacher_model, spec.train)
 
 
 def select_jobs(jobs: list[JobSpec], only: str | None) -> list[JobSpec]:
@@ -144,44 +186,66 @@ def select_jobs(jobs: list[JobSpec], only: str | None) -> list[JobSpec]:
     return [j for j in jobs if j.spec_hash.startswith(only) or fnmatch.fnmatch(j.label, f"*{only}*")]
 
 
+def job_dependencies(spec: JobSpec) -> list[JobSpec]:
+    """Jobs that must be done before ``spec`` runs (a distillation student's dense
+    teacher); every executor respects them."""
+    teacher = teacher_spec(spec)
+    return [teacher] if teacher is not None else []
+
+
 def run_matrix(matrix: Matrix, store: Store, jobs: list[JobSpec], force: bool = False,
-               execution: Execution = Execution(), reporter: Any = None) -> int:
-    """Run every job of ``jobs`` not already done (all of them with ``force``).
-    Returns the exit code: 0 all done, 1 some failed, 130 interrupted."""
+               execution: Execution = Execution(), reporter: Any = None, executor: Executor | None = None,
+               depends_on: Callable[[JobSpec], list[JobSpec]] = job_dependencies) -> int:
+    """Run every job of ``jobs`` (and, first, the jobs they depend on) not already done (all
+    of them with ``force``) and not held by another live run, on ``executor`` (default:
+    one at a time in this process). Returns the exit code: 0 all done, 1 some failed,
+    130 interrupted."""
+    from harness.executors import LocalExecutor, execute, with_dependencies
     from harness.progress import Reporter
+    from results.liveness import Heartbeat
+    from results.store import PendingJob, StoreError
 
     reporter = reporter or Reporter()
-    statuses = store.latest_statuses([j.spec_hash for j in jobs])
-    todo = [j for j in jobs if force or statuses.get(j.spec_hash) != "done"]
+    if execution.artifacts is None:  # saved models go next to the database by default
+        execution = replace(execution, artifacts=str(artifacts_root(store.path).resolve()))
+    executor = executor or LocalExecutor(execution, reporter.step_callback)
+    jobs = with_dependencies(jobs, depends_on)
+    run_id = store.start_run(matrix.name, str(matrix.path), matrix.content_hash, executor.describe())
+    pending = [PendingJob(s.to_dict(), s.spec_hash, group_hash(s), job_labels(s)) for s in jobs]
+    claim = store.claim(run_id, pending, library_versions(), harness_version(), force)
+    todo = [spec for spec in jobs if spec.spec_hash in claim.job_ids]
+    elsewhere = {h: why for h, why in claim.skipped.items() if why != "done"}
     reporter.matrix_start(len(jobs), len(jobs) - len(todo))
-    run_id = store.start_run(matrix.name, str(matrix.path), matrix.content_hash)
-    versions, version = library_versions(), harness_version()
-    job_ids = {
-        spec: store.add_pending(run_id, spec.to_dict(), spec.spec_hash, group_hash(spec), job_labels(spec), versions, version)
-        for spec in todo
-    }
+    for spec in jobs:
+        if spec.spec_hash in elsewhere:
+            reporter.note(f"  skipped {spec.short_hash} {spec.label}: {elsewhere[spec.spec_hash]}")
     failures = 0
-    try:
-        for spec in todo:
-            job_id = job_ids[spec]
-            store.set_status(job_id, "running")
-            reporter.job_start(spec)
+
+    def record(event: Any) -> None:  # every start and end, in this process: the only writer
+        nonlocal failures
+        spec, job_id = event.spec, claim.job_ids[event.spec.spec_hash]
+        if event.kind == "start":
+            store.set_status(job_id, "running", worker=event.worker)
+            local = executor.name == "local"  # one job at a time here: a step bar, no worker name
+            reporter.job_start(spec, worker="" if local else event.worker, bar=local)
+        elif event.status == "done":
             try:
-                result = run_job(spec, execution, reporter.step_callback(spec))
-            except KeyboardInterrupt:
-                store.set_status(job_id, "interrupted", error="interrupted by the user (Ctrl-C)")
-                reporter.job_end(spec, "interrupted")
-                raise
-            except Exception as error:  # a failing job is recorded and the matrix goes on
+                store.finish_job(job_id, event.result, worker=event.worker)
+                reporter.job_end(spec, "done", summary(event.result))
+            except StoreError as error:  # a later run judged this one dead and took the job
                 failures += 1
-                message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
-                store.set_status(job_id, "failed", error=message, traceback=tb.format_exc())
-                reporter.job_end(spec, "failed", message)
-                continue
-            store.finish_job(job_id, result)
-            reporter.job_end(spec, "done", summary(result))
+                reporter.job_end(spec, "lost", str(error))
+        else:
+            failures += event.status == "failed"
+            store.set_status(job_id, event.status, error=event.error, traceback=event.traceback, worker=event.worker)
+            reporter.job_end(spec, event.status, event.error or "")
+
+    satisfied = {h for h, why in claim.skipped.items() if why == "done"}
+    try:
+        with Heartbeat(store, run_id), executor:
+            execute(executor, todo, depends_on, satisfied, record, blocked=elsewhere)
     except KeyboardInterrupt:
-        store.finish_run(run_id)
+        store.finish_run(run_id, "interrupted")  # its jobs not started yet end 'interrupted' too
         reporter.matrix_end(interrupted=True)
         return EXIT_INTERRUPTED
     store.finish_run(run_id)

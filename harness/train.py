@@ -91,6 +91,9 @@ def train(
     """
     steps = settings["steps"]
     optimizer = optimizer_for(model, settings, list(extra_groups))
+    # Clip over everything the optimizer trains, learned scores included: the reference's
+    # scores are model parameters, so its grad-norm clip covers them.
+    trained = [p for group in optimizer.param_groups for p in group["params"]]
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(steps, settings["warmup_frac"]))
     data = batches(examples, settings["batch_size"], pad_id, seed)
     log = TrainLog()
@@ -109,7 +112,7 @@ def train(
         lr = optimizer.param_groups[0]["lr"]
         optimizer.zero_grad(set_to_none=True)
         total.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), settings["grad_clip"])
+        torch.nn.utils.clip_grad_norm_(trained, settings["grad_clip"])
         optimizer.step()
         scheduler.step()
 
@@ -117,7 +120,7 @@ def train(
         log.curves += [(step, "loss", log.final_loss), (step, "sparsity", 1.0 - kept),
                        (step, "lr", lr)]
         if penalty is not None:
-            log.curves.append((step, "regularizer", float(penalty)))
+            log.curves.append((step, "regularizer", penalty.item()))
         if on_step:
             on_step(step, log.final_loss, 1.0 - kept)
     pruner.token_mask = None

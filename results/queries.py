@@ -3,10 +3,14 @@ dashboard show. Filters reach SQL only as bound parameters."""
 
 from __future__ import annotations
 
-import pandas as pd
-from sqlalchemy import select
+import hashlib
+import json
+from typing import Any
 
-from results.schema import Job, MetricRow
+import pandas as pd
+from sqlalchemy import inspect, select
+
+from results.schema import CurvePoint, Job, LayerStat, MetricRow, NeuronStat, Sample
 from results.store import Store
 
 _JOB_COLUMNS = ["job_id", "spec_hash", "group_hash", "attempt", "status", "model", "task", "method",
@@ -98,3 +102,99 @@ def pivot(frame: pd.DataFrame):
         table.columns = [f"s={c:g}" for c in table.columns]
         table.index.name = "method"
         yield key, table
+
+
+# -- the dashboard's queries --------------------------------------------------------------
+def has_results(store: Store) -> bool:
+    """Whether the database exists and holds the harness's tables (an empty file does not)."""
+    return store.engine is not None and "jobs" in inspect(store.engine).get_table_names()
+
+
+def _done_job_ids(store: Store, task: str | None, model: str | None, sparsity: float | None = None) -> pd.DataFrame:
+    latest = latest_jobs(store, task, model)
+    if latest.empty:
+        return latest
+    done = latest[latest["status"] == "done"]
+    return done if sparsity is None else done[done["sparsity"] == sparsity]
+
+
+def layer_stats(store: Store, task: str | None = None, model: str | None = None,
+                name: str | None = None) -> pd.DataFrame:
+    """Per-layer numbers (kept_neurons, uniqueness, ...) of each spec's latest done attempt."""
+    done = _done_job_ids(store, task, model)
+    columns = _JOB_COLUMNS + ["layer", "stat", "value"]
+    if done.empty:
+        return pd.DataFrame(columns=columns)
+    query = select(LayerStat.job_id, LayerStat.layer, LayerStat.name.label("stat"), LayerStat.value).where(
+        LayerStat.job_id.in_(done["job_id"].tolist()))
+    if name:
+        query = query.where(LayerStat.name == name)
+    with store.engine.connect() as connection:
+        stats = pd.read_sql(query, connection)
+    return done[_JOB_COLUMNS].merge(stats, on="job_id")
+
+
+def neuron_stats(store: Store, task: str | None = None, model: str | None = None,
+                 sparsity: float | None = None) -> pd.DataFrame:
+    """Per-neuron sensitivity and max |cos| of each spec's latest done attempt (optionally
+    one sparsity only: a model has as many rows as neurons)."""
+    done = _done_job_ids(store, task, model, sparsity)
+    columns = _JOB_COLUMNS + ["layer", "neuron", "sensitivity", "max_abs_cos"]
+    if done.empty:
+        return pd.DataFrame(columns=columns)
+    query = select(NeuronStat.job_id, NeuronStat.layer, NeuronStat.neuron, NeuronStat.sensitivity,
+                   NeuronStat.max_abs_cos).where(NeuronStat.job_id.in_(done["job_id"].tolist()))
+    with store.engine.connect() as connection:
+        stats = pd.read_sql(query, connection)
+    return done[_JOB_COLUMNS].merge(stats, on="job_id")
+
+
+def pairing_keys(store: Store, job_ids: list[int]) -> pd.DataFrame:
+    """job_id -> pair_key: a hash of the job's spec without its method. Two jobs with the
+    same key differ only in the method (same model, task, data, sparsity, seed, train and
+    eval settings), so their metrics can be compared pairwise."""
+    if store.engine is None or not job_ids:
+        return pd.DataFrame(columns=["job_id", "pair_key"])
+    with store.engine.connect() as connection:
+        rows = connection.execute(select(Job.id, Job.spec_json).where(Job.id.in_([int(i) for i in job_ids]))).all()
+    keys = []
+    for job_id, spec_json in rows:
+        spec = json.loads(spec_json)
+        spec.pop("method", None)
+        keys.append((job_id, hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]))
+    return pd.DataFrame(keys, columns=["job_id", "pair_key"])
+
+
+def job_record(store: Store, job_id: int) -> dict[str, Any] | None:
+    """One job attempt: labels, status, times, error and traceback, spec, protocol, versions."""
+    if store.engine is None:
+        return None
+    with store.session() as session:
+        job = session.get(Job, int(job_id))
+        if job is None:
+            return None
+        record = {column: getattr(job, column) for column in
+                  ("id", "spec_hash", "attempt", "status", "model", "task", "method", "method_label", "sparsity",
+                   "seed", "created_at", "started_at", "finished_at", "error", "traceback", "harness_version")}
+        record["spec"] = json.loads(job.spec_json)
+        record["protocol"] = json.loads(job.protocol_json) if job.protocol_json else {}
+        record["versions"] = json.loads(job.versions_json) if job.versions_json else {}
+    return record
+
+
+_JOB_TABLES = {
+    "metrics": (MetricRow, ["name", "split", "value", "higher_is_better"]),
+    "layer_stats": (LayerStat, ["layer", "name", "value"]),
+    "curves": (CurvePoint, ["step", "name", "value"]),
+    "samples": (Sample, ["index", "task", "prompt", "reference", "prediction"]),
+}
+
+
+def job_rows(store: Store, job_id: int, table: str) -> pd.DataFrame:
+    """One job's rows of ``metrics``, ``layer_stats``, ``curves`` or ``samples``."""
+    model, columns = _JOB_TABLES[table]
+    if store.engine is None:
+        return pd.DataFrame(columns=columns)
+    query = select(*(getattr(model, c) for c in columns)).where(model.job_id == int(job_id)).order_by(model.id)
+    with store.engine.connect() as connection:
+        return pd.read_sql(query, connection)

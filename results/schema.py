@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: runs.executor/pid/heartbeat_at/status, jobs.worker (results/migrations.py)
 
 
 class Base(DeclarativeBase):
@@ -32,6 +32,12 @@ class Run(Base):
     host: Mapped[str] = mapped_column(String(200))
     started_at: Mapped[datetime] = mapped_column(DateTime)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # v2. A run is live while its status is 'running' and its driver heartbeats; the next
+    # run marks a dead run's unfinished jobs 'interrupted' (results.store.Store.claim).
+    executor: Mapped[str | None] = mapped_column(String(100), nullable=True)  # local | processes(N) | ray
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the driver's, on ``host``
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    status: Mapped[str | None] = mapped_column(String(16), nullable=True)  # running|finished|interrupted|died
 
 
 class Job(Base):
@@ -61,6 +67,7 @@ class Job(Base):
     harness_version: Mapped[str] = mapped_column(String(50))
     versions_json: Mapped[str] = mapped_column(Text)  # library versions, host, device
     protocol_json: Mapped[str | None] = mapped_column(Text, nullable=True)
+    worker: Mapped[str | None] = mapped_column(String(300), nullable=True)  # v2: "host:pid device" that ran it
 
 
 class MetricRow(Base):

@@ -6,16 +6,18 @@ from __future__ import annotations
 import json
 import os
 import socket
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from sqlalchemy import create_engine, event, func, inspect, select, update
+from sqlalchemy import Connection, create_engine, event, func, inspect, or_, select, text, update
 from sqlalchemy.engine import Engine, make_url
-from sqlalchemy.exc import ArgumentError, DatabaseError, OperationalError
+from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
+from results.liveness import STALE_AFTER, run_alive
 from results.schema import (
     SCHEMA_VERSION,
     Base,
@@ -31,6 +33,8 @@ from results.schema import (
 
 DEFAULT_DB = "sqlite:///harness.db"
 STATUSES = ("pending", "running", "done", "failed", "interrupted")
+UNFINISHED = ("pending", "running")
+_PG_LOCK_KEY = 0x6861726E  # pg_advisory_xact_lock key serializing schema changes and claims
 
 
 class StoreError(RuntimeError):
@@ -45,7 +49,12 @@ def database_url(url: str | None = None) -> str:
     """``--db`` > ``HARNESS_DB`` > ``harness.db`` in the current directory. A bare file
     path is accepted as SQLite."""
     url = url or os.environ.get("HARNESS_DB") or DEFAULT_DB
-    return url if "://" in url else f"sqlite:///{url}"
+    if "://" not in url:
+        return f"sqlite:///{url}"
+    scheme, rest = url.split("://", 1)
+    if scheme in ("postgresql", "postgres"):  # SQLAlchemy would pick psycopg2; the extra installs psycopg 3
+        return f"postgresql+psycopg://{rest}"
+    return url
 
 
 @dataclass
@@ -58,6 +67,24 @@ class JobResult:
     neuron_stats: list[tuple[int, int, float | None, float | None]] = field(default_factory=list)
     curves: list[tuple[int, str, float]] = field(default_factory=list)  # (step, name, value)
     samples: list[dict[str, str]] = field(default_factory=list)  # task, prompt, reference, prediction
+
+
+@dataclass(frozen=True)
+class PendingJob:
+    """A job the runner wants to run: what a new attempt row records."""
+
+    spec: dict[str, Any]
+    spec_hash: str
+    group_hash: str
+    labels: dict[str, Any]  # model, task, method, method_label, sparsity, seed
+
+
+@dataclass
+class Claim:
+    """What ``Store.claim`` decided: new attempts, and why other jobs are not run."""
+
+    job_ids: dict[str, int]  # spec hash -> id of its new 'pending' attempt
+    skipped: dict[str, str]  # spec hash -> "done" or "running in run N on HOST (pid P)"
 
 
 class Store:
@@ -76,7 +103,13 @@ class Store:
             return
         self.engine = self._make_engine(parsed)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        self._check_or_create(create)
+        # Writes go through this engine: see _make_engine for what it changes on SQLite.
+        self._write_sessions = sessionmaker(self.engine.execution_options(harness_write=True), expire_on_commit=False)
+        try:
+            self._check_or_create(create)
+        except StoreError:
+            self.engine.dispose()  # close the file: SQLite removes the -wal/-shm files it made
+            raise
 
     def _make_engine(self, parsed) -> Engine:
         if self.is_sqlite:
@@ -85,12 +118,21 @@ class Store:
             engine = create_engine(parsed, connect_args={"timeout": 60})
 
             @event.listens_for(engine, "connect")
-            def _pragmas(connection, _record):  # WAL: readers never block the writer
+            def _connect(connection, _record):
+                connection.isolation_level = None  # the driver's implicit BEGIN off: _begin emits it
                 cursor = connection.cursor()
                 cursor.execute("PRAGMA busy_timeout=60000")
-                cursor.execute("PRAGMA journal_mode=WAL")
                 cursor.execute("PRAGMA foreign_keys=ON")
                 cursor.close()
+
+            @event.listens_for(engine, "begin")
+            def _begin(connection):
+                # A write transaction takes the write lock up front, waiting busy_timeout for
+                # it. A deferred one that reads and then writes cannot wait (its snapshot may
+                # be stale) and fails at once with "database is locked" when another process
+                # writes concurrently.
+                immediate = connection.get_execution_options().get("harness_write")
+                connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
             return engine
         try:
@@ -99,45 +141,137 @@ class Store:
             raise StoreError(f"--db: cannot open {parsed.render_as_string(hide_password=True)}: {error}") from None
 
     def _check_or_create(self, create: bool) -> None:
+        """Check the schema; create or migrate it under the write lock when needed. A
+        database this harness cannot use is left as it was."""
         try:
-            tables = set(inspect(self.engine).get_table_names())
-            if "meta" in tables:
-                with self.session() as session:
-                    row = session.get(Meta, "schema_version")
-                version = int(row.value) if row else 0
-                if version > SCHEMA_VERSION:
-                    raise StoreError(
-                        f"database {self.url} has schema version {version}, newer than this harness supports "
-                        f"({SCHEMA_VERSION}); upgrade the harness"
-                    )
-                if version < SCHEMA_VERSION:
-                    from results.migrations import migrate
+            with self.engine.connect() as connection:
+                version = self._schema_version(connection)
+            if version != SCHEMA_VERSION and (version is not None or create):
+                with self._write_sessions() as session, session.begin():
+                    connection = session.connection()
+                    self._lock(connection)
+                    version = self._schema_version(connection)  # another process may have done it meanwhile
+                    if version is None:
+                        Base.metadata.create_all(connection)
+                        session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                    elif version < SCHEMA_VERSION:
+                        from results.migrations import migrate
 
-                    migrate(self.engine, version)
-            elif tables and "jobs" not in tables:
-                raise StoreError(f"database {self.url} holds other tables ({', '.join(sorted(tables)[:3])}, ...), not harness results")
-            elif create:
-                Base.metadata.create_all(self.engine)
-                with self.session() as session, session.begin():
-                    session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+                        migrate(connection, version)
+            if self.path is not None:  # persistent in the file: readers never block the writer
+                raw = self.engine.raw_connection()
+                try:
+                    raw.cursor().execute("PRAGMA journal_mode=WAL")
+                finally:
+                    raw.close()
         except DatabaseError as error:
             raise StoreError(f"database {self.url} cannot be read: {str(error.orig).splitlines()[0]}") from None
+
+    def _schema_version(self, connection: Connection) -> int | None:
+        """The database's schema version; None if it holds no tables. Raises StoreError for
+        a newer schema or someone else's tables."""
+        tables = set(inspect(connection).get_table_names())
+        if "meta" in tables:
+            value = connection.execute(select(Meta.value).where(Meta.key == "schema_version")).scalar()
+            version = int(value) if value else 0
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"database {self.url} has schema version {version}, newer than this harness supports "
+                    f"({SCHEMA_VERSION}); upgrade the harness"
+                )
+            return version
+        if tables and "jobs" not in tables:
+            raise StoreError(f"database {self.url} holds other tables ({', '.join(sorted(tables)[:3])}, ...), not harness results")
+        return None
+
+    @staticmethod
+    def _lock(connection: Connection) -> None:
+        """Serialize schema changes and claims across processes and hosts until commit.
+        SQLite's BEGIN IMMEDIATE already holds the database's write lock."""
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_LOCK_KEY})
 
     def session(self) -> Session:
         return self._sessions()
 
-    # -- runs and attempts ----------------------------------------------------------------
-    def start_run(self, matrix_name: str, matrix_path: str, matrix_hash: str) -> int:
-        with self.session() as session, session.begin():
+    @contextmanager
+    def _writing(self) -> Iterator[Session]:
+        """One write transaction: all or nothing, serialized with other writers."""
+        with self._write_sessions() as session, session.begin():
+            yield session
+
+    # -- runs and their liveness ------------------------------------------------------------
+    def start_run(self, matrix_name: str, matrix_path: str, matrix_hash: str, executor: str = "local") -> int:
+        with self._writing() as session:
             run = Run(matrix_name=matrix_name, matrix_path=str(matrix_path), matrix_hash=matrix_hash,
-                      host=socket.gethostname(), started_at=now())
+                      host=socket.gethostname(), started_at=now(), executor=executor, pid=os.getpid(),
+                      heartbeat_at=now(), status="running")
             session.add(run)
             session.flush()
             return run.id
 
-    def finish_run(self, run_id: int) -> None:
-        with self.session() as session, session.begin():
-            session.execute(update(Run).where(Run.id == run_id).values(finished_at=now()))
+    def heartbeat(self, run_id: int) -> None:
+        with self._writing() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(heartbeat_at=now()))
+
+    def finish_run(self, run_id: int, status: str = "finished") -> None:
+        """End a run; attempts it never started (an interrupted run) end 'interrupted'."""
+        with self._writing() as session:
+            session.execute(update(Run).where(Run.id == run_id).values(finished_at=now(), status=status))
+            session.execute(update(Job).where(Job.run_id == run_id, Job.status.in_(UNFINISHED)).values(
+                status="interrupted", finished_at=now(), error=f"not started: run {run_id} was {status}"))
+
+    def _reap(self, session: Session, stale_after: float) -> None:
+        """Mark runs whose driver is gone 'died', and every unfinished attempt of a run that
+        is not running any more 'interrupted', so that it is rerun."""
+        host, cutoff = socket.gethostname(), now() - timedelta(seconds=stale_after)
+        for run in session.scalars(select(Run).where(Run.status == "running")).all():
+            if not run_alive(run, host, cutoff):
+                run.status, run.finished_at = "died", run.heartbeat_at or run.started_at
+                session.execute(update(Job).where(Job.run_id == run.id, Job.status.in_(UNFINISHED)).values(
+                    status="interrupted", finished_at=now(),
+                    error=f"run {run.id} on {run.host} (pid {run.pid}) stopped during this job (killed?); rerun to retry"))
+        live = select(Run.id).where(Run.status == "running")
+        session.execute(update(Job).where(Job.status.in_(UNFINISHED), or_(Job.run_id.is_(None), Job.run_id.not_in(live)))
+                        .values(status="interrupted", finished_at=now(), error="its run is no longer running"))
+
+    def claim(self, run_id: int, jobs: list[PendingJob], versions: dict[str, Any], harness_version: str,
+              force: bool = False, stale_after: float = STALE_AFTER) -> Claim:
+        """Add a 'pending' attempt for each job not done (all with ``force``) and not held by
+        another live run, after reaping dead runs; under the write lock, so runs that start
+        together never both take a job."""
+        claim = Claim({}, {})
+        with self._writing() as session:
+            self._lock(session.connection())
+            self._reap(session, stale_after)
+            latest: dict[str, int] = {}
+            done: set[str] = set()
+            holder: dict[str, int] = {}  # spec hash -> live run holding an unfinished attempt
+            hashes = [job.spec_hash for job in jobs]
+            for start in range(0, len(hashes), 500):  # bounded IN lists
+                query = select(Job.spec_hash, Job.attempt, Job.status, Job.run_id).where(Job.spec_hash.in_(hashes[start:start + 500]))
+                for spec_hash, attempt, status, job_run in session.execute(query):
+                    latest[spec_hash] = max(latest.get(spec_hash, 0), attempt)
+                    if status == "done":
+                        done.add(spec_hash)
+                    elif status in UNFINISHED:
+                        holder[spec_hash] = job_run
+            runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(set(holder.values())))).all()}
+            for job in jobs:
+                if job.spec_hash in holder:
+                    run = runs[holder[job.spec_hash]]
+                    claim.skipped[job.spec_hash] = f"running in run {run.id} on {run.host} (pid {run.pid})"
+                elif job.spec_hash in done and not force:
+                    claim.skipped[job.spec_hash] = "done"
+                else:
+                    row = Job(spec_hash=job.spec_hash, group_hash=job.group_hash, attempt=latest.get(job.spec_hash, 0) + 1,
+                              run_id=run_id, status="pending", spec_json=json.dumps(job.spec, sort_keys=True),
+                              created_at=now(), harness_version=harness_version,
+                              versions_json=json.dumps(versions, sort_keys=True), **job.labels)
+                    session.add(row)
+                    session.flush()
+                    claim.job_ids[job.spec_hash] = row.id
+        return claim
 
     def latest_statuses(self, spec_hashes: list[str] | None = None) -> dict[str, str]:
         """spec hash -> status of its latest attempt ('done' if any attempt is done)."""
@@ -153,10 +287,12 @@ class Store:
             return {h: statuses[h] for h in spec_hashes if h in statuses}
         return statuses
 
+    # -- job attempts ---------------------------------------------------------------------
     def add_pending(self, run_id: int, spec: dict[str, Any], spec_hash: str, group_hash: str,
                     labels: dict[str, Any], versions: dict[str, Any], harness_version: str) -> int:
-        """A new attempt for ``spec_hash``, status pending. Returns the job id."""
-        with self.session() as session, session.begin():
+        """A new attempt for ``spec_hash``, status pending, unconditionally (``claim`` is
+        what the runner uses). Returns the job id."""
+        with self._writing() as session:
             attempt = session.scalar(select(func.max(Job.attempt)).where(Job.spec_hash == spec_hash)) or 0
             job = Job(spec_hash=spec_hash, group_hash=group_hash, attempt=attempt + 1, run_id=run_id,
                       status="pending", spec_json=json.dumps(spec, sort_keys=True), created_at=now(),
@@ -166,19 +302,33 @@ class Store:
             session.flush()
             return job.id
 
-    def set_status(self, job_id: int, status: str, error: str | None = None, traceback: str | None = None) -> None:
-        assert status in STATUSES, status
+    def set_status(self, job_id: int, status: str, error: str | None = None, traceback: str | None = None,
+                   worker: str | None = None) -> None:
+        """Move an unfinished attempt to ``status``; a finished attempt is never changed."""
+        assert status in STATUSES and status != "done", status  # 'done' only with results: finish_job
         values: dict[str, Any] = {"status": status}
         if status == "running":
             values["started_at"] = now()
         elif status in ("failed", "interrupted"):
             values.update(finished_at=now(), error=error, traceback=traceback)
-        with self.session() as session, session.begin():
-            session.execute(update(Job).where(Job.id == job_id).values(**values))
+        if worker:
+            values["worker"] = worker
+        with self._writing() as session:
+            session.execute(update(Job).where(Job.id == job_id, Job.status.in_(UNFINISHED)).values(**values))
 
-    def finish_job(self, job_id: int, result: JobResult) -> None:
-        """All of a job's results and its 'done' status, in one transaction."""
-        with self.session() as session, session.begin():
+    def finish_job(self, job_id: int, result: JobResult, worker: str | None = None) -> None:
+        """All of a job's results and its 'done' status, in one transaction, exactly once:
+        only a 'running' attempt takes results (a second write, or one for an attempt a
+        later run has marked interrupted, raises StoreError and writes nothing)."""
+        with self._writing() as session:
+            values: dict[str, Any] = {"status": "done", "finished_at": now(),
+                                      "protocol_json": json.dumps(result.protocol, sort_keys=True, default=str)}
+            if worker:
+                values["worker"] = worker
+            taken = session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**values))
+            if taken.rowcount != 1:
+                raise StoreError(f"job {job_id} is not running (finished already, or marked by another run); "
+                                 f"its results were not written")
             session.add_all(
                 MetricRow(job_id=job_id, name=m["name"], split=m.get("split", "test"), value=float(m["value"]),
                           higher_is_better=bool(m["higher_is_better"])) for m in result.metrics
@@ -192,11 +342,6 @@ class Store:
             session.add_all(
                 Sample(job_id=job_id, index=i, task=s.get("task", ""), prompt=s["prompt"], reference=s["reference"],
                        prediction=s["prediction"]) for i, s in enumerate(result.samples)
-            )
-            session.execute(
-                update(Job).where(Job.id == job_id).values(
-                    status="done", finished_at=now(), protocol_json=json.dumps(result.protocol, sort_keys=True, default=str)
-                )
             )
 
     def resolve_job(self, prefix: str) -> Job:
@@ -222,3 +367,4 @@ def _check_sqlite_header(path: Path) -> None:
         header = handle.read(16)
     if header and header != b"SQLite format 3\x00":
         raise StoreError(f"--db: {path} is not a SQLite database (unrecognized file header); nothing was changed")
+

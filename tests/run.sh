@@ -15,4 +15,8 @@ else
 fi
 
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# The PostgreSQL that services.sh started: store and end-to-end tests run against it too.
+if [ -z "${HARNESS_TEST_PG_URL:-}" ] && [ -f test-artifacts/pg_url ]; then
+  export HARNESS_TEST_PG_URL="$(cat test-artifacts/pg_url)"
+fi
 exec .venv/bin/python -m pytest -q "$@"

@@ -1,0 +1,32 @@
+"""The embedded text-to-SQL set: GENERATED questions over small generated tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from harness.registry import TASKS
+from tasks._data import EMBEDDED_DATA
+from tasks.wikisql import WikiSQL
+
+SQL_FILES = {split: str(EMBEDDED_DATA / "sql" / f"{split}.jsonl.gz") for split in ("train", "validation", "test")}
+
+
+@TASKS.register("sql-embedded")
+class SqlEmbedded(WikiSQL):
+    """GENERATED text-to-SQL in WikiSQL's format over small generated tables (tasks/build_data.py); exact match, BLEU, execution accuracy."""
+
+    generated_data = True
+    defaults: dict[str, Any] = {
+        "data_files": None,  # None = the embedded files (tasks/data/sql); or {split: path} in the WikiSQL hub schema
+        "train_split": "train",
+        "eval_split": "test",
+        "max_train_examples": 0,
+    }
+    embedded_files = SQL_FILES
+    eval_defaults = {"max_new_tokens": 64}  # test SQL: max 50 tokens with eos
+
+    def evaluate(self, model, tokenizer, settings, device):
+        result = super().evaluate(model, tokenizer, settings, device)
+        if not self.params.get("data_files"):
+            result.protocol["generated_data"] = "GENERATED: synthetic tables and template questions (tasks/build_data.py), not WikiSQL"
+        return result
