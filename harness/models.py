@@ -94,11 +94,16 @@ def load_model(identity: dict[str, Any], device: torch.device, dtype: torch.dtyp
     """(model, tokenizer) for a resolved model identity; hub failures get one clear line."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from harness.export import has_custom_code
+
     location = model_location(identity)
     revision = identity.get("revision") if identity["source"] == "hub" else None
+    # A local folder exported by this harness with per-layer FFN widths carries the
+    # harness's own model code; hub code is never trusted implicitly.
+    trust = identity["source"] == "local" and has_custom_code(location)
     try:
         tokenizer = AutoTokenizer.from_pretrained(location, revision=revision)
-        model = AutoModelForCausalLM.from_pretrained(location, revision=revision, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(location, revision=revision, dtype=dtype, trust_remote_code=trust)
     except OSError as error:
         if identity["source"] != "hub":
             raise

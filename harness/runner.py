@@ -7,6 +7,7 @@ writes each job's results in one transaction.
 
 from __future__ import annotations
 
+import copy
 import fnmatch
 import hashlib
 import platform
@@ -94,12 +95,13 @@ def run_job(spec: JobSpec, execution: Execution = Execution(),
         torch.set_num_threads(execution.threads)
     device = execution.torch_device()
     seed_everything(spec.seed)
-    started = time.perf_counter()
 
     dtype = getattr(torch, spec.train["dtype"])
     model, tokenizer = load_model(spec.model, device, dtype)
-    speed_settings = SpeedSettings.from_eval(spec.eval)  # the dense model before fine-tuning: speed reference
-    dense_speed = measure_speed(model, speed_settings, device) if speed_settings.enabled else None
+    speed_settings = SpeedSettings.from_eval(spec.eval)
+    # The speed reference: an untouched copy of the dense model, timed next to the shrunk
+    # one at the end of the job (same warm process, threads and device).
+    dense_reference = copy.deepcopy(model) if speed_settings.enabled else None
     task = TASKS.get(spec.task["name"])(spec.task["name"], spec.task["params"])
     context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
     max_length = min(spec.train["max_length"], context) if context else spec.train["max_length"]
@@ -112,6 +114,7 @@ def run_job(spec: JobSpec, execution: Execution = Execution(),
     params_dense = parameter_count(model)
     extra_groups = method.attach(pruner)
     loss_fn = _distillation(spec, execution, device, dtype)
+    started = time.perf_counter()
     log = train(model, examples, pruner, spec.train, spec.seed, tokenizer.pad_token_id, device, extra_groups, on_step,
                 loss_fn)
     del loss_fn  # frees the teacher
@@ -155,7 +158,9 @@ def run_job(spec: JobSpec, execution: Execution = Execution(),
         metrics += analysis.metrics()
         layer_stats += analysis.layer_stats()
         protocol["analysis"] = analysis.protocol()
-    if dense_speed is not None:  # the shrunk model, same settings and device as the dense one
+    if dense_reference is not None:
+        dense_speed = measure_speed(dense_reference, speed_settings, device)
+        del dense_reference
         metrics += speed_metrics(dense_speed, measure_speed(model, speed_settings, device))
         protocol["speed"] = dense_speed.protocol
     if execution.artifacts and (execution.save_models or not method.prunes):  # dense: a teacher

@@ -21,15 +21,15 @@ def chunk_tokens(ids: list[int], block: int) -> list[TrainExample]:
 
 def window_spans(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
     """(begin, end, scored) per window. Window k covers [begin, end) and scores its last
-    ``scored`` tokens, so every token from the second on is scored exactly once and each
-    scored token sees at least ``window - stride`` tokens of context (except in the
-    first window). stride == window gives non-overlapping windows."""
+    ``scored`` tokens. With stride < window every token from the second on is scored
+    exactly once, with at least ``window - stride`` tokens of context (except in the first
+    window). With stride == window (non-overlapping windows) a window's first token has
+    no context inside the window and is not scored, as in the usual chunked evaluation."""
     spans, previous_end = [], 0
     for begin in range(0, n_tokens, stride):
         end = min(begin + window, n_tokens)
-        scored = end - previous_end
-        if begin == 0:
-            scored -= 1  # the very first token has no context to be predicted from
+        # a window predicts at most end - begin - 1 tokens (its first has no context)
+        scored = min(end - previous_end, end - begin - 1)
         if scored > 0:
             spans.append((begin, end, scored))
         previous_end = end
@@ -55,16 +55,24 @@ def sliding_window_nll(
         for start in range(0, len(group), batch_size):
             batch = group[start : start + batch_size]
             inputs = torch.stack([tokens[b:e] for b, e, _ in batch]).to(device)
-            logits = model(input_ids=inputs).logits[:, :-1].float()
-            targets = inputs[:, 1:]
-            nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction="none")  # (B, L-1)
-            positions = torch.arange(length - 1, device=device)
             scored = torch.tensor([s for _, _, s in batch], device=device)
-            # prediction j predicts token j+1; keep the last `scored` predictions
-            keep = positions.unsqueeze(0) >= (length - 1 - scored).unsqueeze(1)
-            total_nll += float((nll * keep).sum())
-            total_scored += int(keep.sum())
+            keep = int(scored.max())  # only the last `keep` predictions are ever scored
+            logits = _last_logits(model, inputs, keep + 1)[:, -keep - 1 : -1].float()
+            targets = inputs[:, length - keep :]
+            nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1), reduction="none")
+            mask = torch.arange(keep, device=device).unsqueeze(0) >= (keep - scored).unsqueeze(1)
+            total_nll += float((nll.view(len(batch), keep) * mask).sum())
+            total_scored += int(mask.sum())
     return total_nll, total_scored
+
+
+def _last_logits(model: torch.nn.Module, inputs: torch.Tensor, count: int) -> torch.Tensor:
+    """Logits of the last ``count`` positions; models that support ``logits_to_keep``
+    skip the output layer elsewhere (it dominates the cost of small models)."""
+    try:
+        return model(input_ids=inputs, logits_to_keep=count).logits
+    except TypeError:
+        return model(input_ids=inputs).logits[:, -count:]
 
 
 class LanguageModelingTask(Task):
@@ -78,7 +86,12 @@ class LanguageModelingTask(Task):
         raise NotImplementedError
 
     def _ids(self, tokenizer: Any, split: str) -> list[int]:
-        return tokenizer(self.separator.join(self.texts(split)))["input_ids"]
+        # A job tokenizes a split up to three times (train, evaluate, analysis): once is enough.
+        cache = self.__dict__.setdefault("_token_cache", {})
+        key = (id(tokenizer), split)
+        if key not in cache:
+            cache[key] = tokenizer(self.separator.join(self.texts(split)), verbose=False)["input_ids"]
+        return cache[key]
 
     def train_examples(self, tokenizer: Any, max_length: int) -> list[TrainExample]:
         examples = chunk_tokens(self._ids(tokenizer, self.params["train_split"]), max_length)

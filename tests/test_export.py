@@ -151,3 +151,26 @@ def test_no_save_models_keeps_teachers_only(tmp_path, tiny_matrix, capsys):
     spec_hash = _rows(db, "select spec_hash from jobs where method = 'random'")[0][0]
     assert main(["export", spec_hash, "--out", str(tmp_path / "o"), "--db", str(db)]) == 2
     assert "has no saved model" in capsys.readouterr().err
+
+
+def test_exported_non_uniform_model_runs_as_a_matrix_model(finished_run, tmp_path):
+    """Pruning a pruned model: the export (custom code, per-layer widths) is a local model."""
+    from harness.cli import main
+    from tests.conftest import write_matrix
+
+    _, db = finished_run
+    spec_hash = _rows(db, "select spec_hash from jobs where method = 'gum'")[0][0]
+    out = tmp_path / "gum-export"
+    assert main(["export", spec_hash, "--out", str(out), "--db", str(db)]) == 0
+    matrix = {"name": "again", "models": [str(out)],
+              "tasks": [{"name": "wiki-embedded", "max_train_examples": 8, "max_eval_tokens": 200}],
+              "methods": ["magnitude"], "sparsities": [0.5], "dense_baseline": False,
+              "train": {"steps": 4, "batch_size": 4, "max_length": 32},
+              "eval": {"batch_size": 4, "analysis_examples": 0, "speed_repeats": 0}}
+    second = tmp_path / "second.db"
+    assert main(["run", "--matrix", str(write_matrix(tmp_path, matrix)), "--db", str(second),
+                 "--no-save-models"]) == 0
+    before = [int(v) for (v,) in _rows(db, "select l.value from layer_stats l join jobs j on j.id = l.job_id "
+                                          "where j.method = 'gum' and l.name = 'kept_neurons' order by l.layer")]
+    after = [int(v) for (v,) in _rows(second, "select value from layer_stats where name = 'kept_neurons' order by layer")]
+    assert after == [round(w / 2 + 1e-9) if w % 2 == 0 else (w + 1) // 2 for w in before]

@@ -70,6 +70,8 @@ def test_entry_point_plugin_is_listed_and_runs(plugin_path, fresh_registry, monk
 
 
 def test_readme_example_method_runs(fresh_registry, tmp_path, tiny_matrix):
+    example = (REPO / "examples" / "custom_method.py").read_text()
+    assert f"```python\n{example}```" in (REPO / "README.md").read_text()  # the README shows this very file
     spec = importlib.util.spec_from_file_location("custom_method_example", REPO / "examples" / "custom_method.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)  # the decorator registers it
