@@ -79,6 +79,15 @@ class LanguageModelingTask(Task):
     """Base for language-modeling tasks: subclasses provide ``texts(split)``."""
 
     task_type = "language_modeling"
+    # Parameters every language-modeling task has; subclasses add their data source.
+    lm_defaults: dict[str, Any] = {
+        "train_split": "train",
+        "eval_split": "test",
+        "max_train_examples": 0,  # 0 = all training blocks
+        "max_eval_tokens": 0,  # 0 = the whole split
+        "window": 0,  # 0 = the model's context length
+        "stride": 0,  # 0 = window / 2
+    }
     train_defaults = {"max_length": 1024}
     separator = "\n\n"  # documents of a split are joined by this before tokenization
 

@@ -16,12 +16,7 @@ class WikiEmbedded(LanguageModelingTask):
     """Language modeling on held-out Wikipedia articles (gensim's excerpt, the embedded model's corpus); token-level sliding-window perplexity."""
 
     defaults: dict[str, Any] = {
-        "train_split": "train",
-        "eval_split": "test",
-        "max_train_examples": 0,  # 0 = all training blocks
-        "max_eval_tokens": 0,  # 0 = the whole split
-        "window": 0,  # 0 = the model's context length
-        "stride": 0,  # 0 = window / 2
+        **LanguageModelingTask.lm_defaults,
     }
 
     def data_identity(self) -> dict[str, Any]:

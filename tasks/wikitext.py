@@ -18,12 +18,7 @@ class WikiText(LanguageModelingTask):
         "hub_config": "wikitext-103-raw-v1",  # or wikitext-2-raw-v1, wikitext-2-v1, ...
         "revision": "main",
         "data_files": None,  # {split: path} of JSON lines with a "text" column (rows as the hub's)
-        "train_split": "train",
-        "eval_split": "test",
-        "max_train_examples": 0,  # 0 = all training blocks
-        "max_eval_tokens": 0,  # 0 = the whole split
-        "window": 0,  # 0 = the model's context length
-        "stride": 0,  # 0 = window / 2
+        **LanguageModelingTask.lm_defaults,
     }
     # The hub rows are the lines of the original files (headings and paragraphs end with
     # " \n"; blank lines are ""). Joining them with "\n\n" is the standard recipe (the
