@@ -17,7 +17,7 @@ from results import queries
 from results.store import Store, database_url
 
 TTL_SECONDS = 5
-RESULT_SPLITS_LAST = ("analysis", "model", "train")  # metric splits that are not the task's own results
+RESULT_SPLITS_LAST = ("analysis", "model", "speed", "train")  # metric splits that are not the task's own results
 
 
 @dataclass(frozen=True)
