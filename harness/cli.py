@@ -145,7 +145,6 @@ def cmd_analyze(args: argparse.Namespace) -> int:
 # -- dashboard ---------------------------------------------------------------------------
 def cmd_dashboard(args: argparse.Namespace) -> int:
     import importlib.util
-    import subprocess
     from pathlib import Path
 
     from results.store import database_url
@@ -157,7 +156,10 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
                "--server.fileWatcherType", "none", "--browser.gatherUsageStats", "false",
                "--client.toolbarMode", "viewer"]
     print(f"dashboard for {url} at http://{args.address}:{args.port} (Ctrl-C stops it)", file=sys.stderr)
-    return subprocess.call(command, env=dict(os.environ, HARNESS_DB=url))  # the app reads the URL from HARNESS_DB
+    sys.stderr.flush()
+    # exec, not a child process: a signal to `harness dashboard` reaches the server itself,
+    # so stopping it never leaves an orphaned server holding the port.
+    os.execve(sys.executable, command, dict(os.environ, HARNESS_DB=url))  # the app reads HARNESS_DB
 
 
 # -- parser ------------------------------------------------------------------------------
