@@ -52,6 +52,14 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return build_tiny_gpt2(tmp_path_factory.mktemp("tiny-gpt2"))
 
 
+def sqlite_rows(db: Path, query: str) -> list[tuple]:
+    """Rows of a SQL query on a SQLite results file, as tuples (tests read results directly)."""
+    from sqlalchemy import create_engine, text
+
+    with create_engine(f"sqlite:///{db}").connect() as connection:
+        return [tuple(r) for r in connection.execute(text(query))]
+
+
 def write_matrix(folder: Path, matrix: dict, name: str = "matrix.yaml") -> Path:
     path = folder / name
     path.write_text(yaml.safe_dump(matrix, sort_keys=False))

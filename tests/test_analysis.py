@@ -9,7 +9,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from sqlalchemy import create_engine, text
 from transformers import AutoModelForCausalLM
 from torch.func import functional_call
 
@@ -19,7 +18,7 @@ from harness.cli import main
 from harness.registry import METHODS
 from harness.task import TrainExample
 from harness.train import collate
-from tests.conftest import write_matrix
+from tests.conftest import write_matrix, sqlite_rows
 
 
 def gram_of(activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -132,9 +131,7 @@ def test_sensitivity_equals_direct_autograd(model_and_examples, kind):
 
 
 # -- what jobs store, and the commands --------------------------------------------------------
-def rows(db, query):
-    with create_engine(f"sqlite:///{db}").connect() as connection:
-        return [tuple(r) for r in connection.execute(text(query))]
+rows = sqlite_rows
 
 
 @pytest.fixture(scope="module")

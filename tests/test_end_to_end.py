@@ -7,16 +7,13 @@ import math
 
 import pytest
 import torch
-from sqlalchemy import create_engine, text
 
 from harness.cli import main
 from harness.selection import kept_count
-from tests.conftest import write_matrix
+from tests.conftest import write_matrix, sqlite_rows
 
 
-def rows(db, query):
-    with create_engine(f"sqlite:///{db}").connect() as connection:
-        return [tuple(r) for r in connection.execute(text(query))]
+rows = sqlite_rows
 
 
 @pytest.fixture(scope="module")

@@ -50,10 +50,9 @@ def test_save_replaces_an_older_model_atomically(tmp_path):
 
 # -- through the runner and the CLI ------------------------------------------------------------
 def _rows(db, query):
-    from sqlalchemy import create_engine, text
+    from tests.conftest import sqlite_rows
 
-    with create_engine(f"sqlite:///{db}").connect() as connection:
-        return [tuple(r) for r in connection.execute(text(query))]
+    return sqlite_rows(db, query)
 
 
 @pytest.fixture(scope="module")
