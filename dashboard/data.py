@@ -120,6 +120,18 @@ def choose_metric(metrics: pd.DataFrame, key: str, splits: tuple[str, ...] | Non
     return metric, split, higher
 
 
+def pick_metric(selection: Selection, key: str, empty: str = "No job of this task and model has finished yet."
+                ) -> tuple[pd.DataFrame, tuple[str, str, bool]] | None:
+    """The selection's finished metrics and the user's choice among them (a select box);
+    None, with ``empty`` shown, while nothing has finished."""
+    metrics = done_metrics(selection.url, selection.task, selection.model)
+    choice = choose_metric(metrics, key=key)
+    if choice is None:
+        st.info(empty)
+        return None
+    return metrics, choice
+
+
 def direction(higher_is_better: bool) -> str:
     return "higher is better" if higher_is_better else "lower is better"
 

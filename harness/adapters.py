@@ -77,6 +77,12 @@ class FFNLayer:
         return result
 
 
+def context_length(config, default: int | None = None) -> int | None:
+    """The model's maximum sequence length (its position embeddings), or ``default`` when
+    the config names none."""
+    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or default
+
+
 def architecture_of(model: nn.Module) -> ArchSpec:
     model_type = getattr(model.config, "model_type", None)
     if model_type not in ARCHITECTURES:

@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.adapters import FFNLayer, ffn_layers
+from harness.adapters import FFNLayer, context_length, ffn_layers
 from harness.task import TrainExample
 from harness.train import collate
 
@@ -328,7 +328,7 @@ def analyze_saved_model(model_name: str, task_name: str, examples: int, *, max_l
         model, tokenizer = load_model(identity, Execution(device).torch_device())
     except (OSError, RuntimeError, ValueError) as error:
         raise ConfigError(f"MODEL: cannot load '{model_name}': {str(error).splitlines()[0]}") from None
-    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None) or 1024
+    context = context_length(model.config, default=1024)
     length = min(max_length or cls.train_defaults.get("max_length") or 512, context)
     settings = {"analysis_examples": examples, "batch_size": batch_size, "uniqueness_threshold": threshold,
                 "sensitivity": sensitivity}

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 
+from harness.adapters import context_length
 from harness.analysis import analyze_task
 from harness.config import Matrix
 from harness.distill import distillation_loss_fn, teacher_spec
@@ -103,7 +104,7 @@ def run_job(spec: JobSpec, execution: Execution = Execution(),
     # one at the end of the job (same warm process, threads and device).
     dense_reference = copy.deepcopy(model) if speed_settings.enabled else None
     task = TASKS.get(spec.task["name"])(spec.task["name"], spec.task["params"])
-    context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", None)
+    context = context_length(model.config)
     max_length = min(spec.train["max_length"], context) if context else spec.train["max_length"]
     examples = task.train_examples(tokenizer, max_length)
 

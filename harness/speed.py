@@ -30,6 +30,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from harness.adapters import context_length
+
 # eval-section keys (defaults in harness.config.EVAL_DEFAULTS); speed_repeats 0 = off
 # (16 new tokens keep the measurement near 1 s per model for the embedded model on 2 CPU threads.)
 SPEED_DEFAULTS: dict[str, int] = {"speed_batch_size": 4, "speed_prompt_length": 128, "speed_new_tokens": 16,
@@ -71,10 +73,6 @@ class SpeedResult:
     weights_mb: float
     params: int
     protocol: dict[str, Any]
-
-
-def context_length(config: Any) -> int | None:
-    return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None)
 
 
 def weights_bytes(model: nn.Module) -> int:

@@ -12,7 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Iterator
 
-from sqlalchemy import Connection, create_engine, event, func, inspect, or_, select, text, update
+from sqlalchemy import Connection, create_engine, event, inspect, or_, select, text, update
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
@@ -288,20 +288,6 @@ class Store:
         return statuses
 
     # -- job attempts ---------------------------------------------------------------------
-    def add_pending(self, run_id: int, spec: dict[str, Any], spec_hash: str, group_hash: str,
-                    labels: dict[str, Any], versions: dict[str, Any], harness_version: str) -> int:
-        """A new attempt for ``spec_hash``, status pending, unconditionally (``claim`` is
-        what the runner uses). Returns the job id."""
-        with self._writing() as session:
-            attempt = session.scalar(select(func.max(Job.attempt)).where(Job.spec_hash == spec_hash)) or 0
-            job = Job(spec_hash=spec_hash, group_hash=group_hash, attempt=attempt + 1, run_id=run_id,
-                      status="pending", spec_json=json.dumps(spec, sort_keys=True), created_at=now(),
-                      harness_version=harness_version, versions_json=json.dumps(versions, sort_keys=True),
-                      **labels)
-            session.add(job)
-            session.flush()
-            return job.id
-
     def set_status(self, job_id: int, status: str, error: str | None = None, traceback: str | None = None,
                    worker: str | None = None) -> None:
         """Move an unfinished attempt to ``status``; a finished attempt is never changed."""

@@ -6,7 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from harness.task import file_sha256
 
@@ -18,10 +18,6 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rt", encoding="utf-8") as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def iter_rows(path: str | Path) -> Iterator[dict[str, Any]]:
-    yield from read_jsonl(path)
 
 
 def files_identity(files: dict[str, str], embedded: bool = False) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from typing import Any, ClassVar, Sequence
 import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
+from harness.adapters import context_length
 from harness.task import IGNORE_INDEX, EvalResult, Metric, Task, TrainExample
 from tasks._data import files_identity, hub_identity, load_split
 
@@ -24,8 +25,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
 
 
 def model_context(model: torch.nn.Module) -> int:
-    config = model.config
-    return int(getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or 1024)
+    return int(context_length(model.config, default=1024))
 
 
 # -- generation ---------------------------------------------------------------------------

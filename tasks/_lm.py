@@ -9,6 +9,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from harness.adapters import context_length
 from harness.task import EvalResult, Metric, Task, TrainExample
 
 
@@ -111,7 +112,7 @@ class LanguageModelingTask(Task):
         return chunk_tokens(self._ids(tokenizer, self.params["eval_split"]), max_length)[:max_examples]
 
     def evaluate(self, model, tokenizer, settings: dict[str, Any], device: torch.device) -> EvalResult:
-        context = getattr(model.config, "n_positions", None) or getattr(model.config, "max_position_embeddings", 1024)
+        context = context_length(model.config, default=1024)
         window = min(self.params["window"] or context, context)
         stride = self.params["stride"] or window // 2
         if not 0 < stride <= window:

@@ -3,7 +3,6 @@ and every token from the second on scored once (tasks/_lm.py's documented contra
 
 from __future__ import annotations
 
-import math
 from types import SimpleNamespace
 
 import pytest

@@ -14,12 +14,10 @@ SPEED_SUFFIX = "speedup"  # e.g. prefill_speedup, decode_speedup: dense time / p
 def render(selection: Selection) -> None:
     st.header("Curves")
     data.task_note(selection.task)
-    metrics = data.done_metrics(selection.url, selection.task, selection.model)
-    choice = data.choose_metric(metrics, key="curves_metric")
-    if choice is None:
-        st.info("No job of this task and model has finished yet.")
+    picked = data.pick_metric(selection, key="curves_metric")
+    if picked is None:
         return
-    metric, split, higher = choice
+    metrics, (metric, split, higher) = picked
     frame = data.leaderboard(selection.url, selection.task, selection.model, metric, split)
     dense = frame.loc[frame["method"] == "dense", "mean"]
     st.subheader(f"{metric} vs sparsity")

@@ -56,12 +56,10 @@ def render(selection: Selection) -> None:
 
 def results_table(selection: Selection) -> None:
     """The chosen metric's methods x sparsities table, the dense baseline and the CSV."""
-    metrics = data.done_metrics(selection.url, selection.task, selection.model)
-    choice = data.choose_metric(metrics, key="leaderboard_metric")
-    if choice is None:
-        st.info("No job of this task and model has finished yet; the table fills in as jobs finish.")
+    picked = data.pick_metric(selection, key="leaderboard_metric", empty="No job of this task and model has finished yet; the table fills in as jobs finish.")
+    if picked is None:
         return
-    metric, split, higher = choice
+    metrics, (metric, split, higher) = picked
     frame = data.leaderboard(selection.url, selection.task, selection.model, metric, split)
     if frame.empty:  # the cached metric names outlived a database that changed under them
         st.info("No finished job has this metric any more; press Refresh.")

@@ -14,12 +14,10 @@ BASELINE = "random"
 def render(selection: Selection) -> None:
     st.header("Is it better than random?")
     data.task_note(selection.task)
-    metrics = data.done_metrics(selection.url, selection.task, selection.model)
-    choice = data.choose_metric(metrics, key="significance_metric")
-    if choice is None:
-        st.info("No job of this task and model has finished yet.")
+    picked = data.pick_metric(selection, key="significance_metric")
+    if picked is None:
         return
-    metric, split, higher = choice
+    metrics, (metric, split, higher) = picked
     frame = data.paired_metric(selection.url, selection.task, selection.model, metric, split)
     labels = sorted(set(frame.loc[frame["sparsity"] > 0, "method_label"]))
     if BASELINE not in set(frame["method"]):
