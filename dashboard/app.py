@@ -15,7 +15,7 @@ except ImportError:  # `streamlit run dashboard/app.py` from a checkout without 
 import streamlit as st
 
 from dashboard import data
-from dashboard.views import curves, job, leaderboard, redundancy, significance
+from dashboard.views import claims, curves, job, leaderboard, redundancy, significance
 from results.store import StoreError
 
 PAGES = {
@@ -23,6 +23,7 @@ PAGES = {
     "curves": ("Curves", curves.render),
     "redundancy": ("Redundancy", redundancy.render),
     "random": ("Is it better than random?", significance.render),
+    "claims": ("Claims", claims.render),
     "job": ("Job", job.render),
 }
 

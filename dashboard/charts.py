@@ -70,3 +70,27 @@ def training_curves(frame: pd.DataFrame) -> alt.FacetChart:
         x=alt.X("step:Q"), y=alt.Y("value:Q", title=None, scale=alt.Scale(zero=False)),
         tooltip=["name", "step", alt.Tooltip("value:Q", format=".4g")],
     ).properties(width=280, height=180).facet(facet=alt.Facet("name:N", title=None), columns=3).resolve_scale(y="independent")
+
+
+def forest(frame: pd.DataFrame, baseline: str) -> alt.LayerChart:
+    """Forest plot: one row per comparison (method @ sparsity [settings]), the mean paired
+    difference as a point and its adjusted (simultaneous) interval as a bar; a vertical
+    rule at 0 (no difference to ``baseline``). ``frame``: results.compare.comparisons."""
+    rows = frame.assign(
+        row=[f"{label} @ s={sparsity:g}" + (f" [{settings}]" if settings else "")
+             for label, sparsity, settings in zip(frame["method_label"], frame["sparsity"], frame["settings"])],
+        outcome=[v.split(" (")[0] for v in frame["verdict"]],
+    )
+    order = list(rows["row"])
+    y = alt.Y("row:N", title=None, sort=order, axis=alt.Axis(labelLimit=420))
+    tooltip = ["method_label", "sparsity", "settings", "n", alt.Tooltip("mean_diff:Q", format="+.4g"),
+               alt.Tooltip("ci_low:Q", format="+.4g"), alt.Tooltip("ci_high:Q", format="+.4g"),
+               alt.Tooltip("p_raw:Q", format=".3g"), alt.Tooltip("p_holm:Q", format=".3g"), "m", "verdict"]
+    color = alt.Color("outcome:N", title="verdict (Holm)")
+    bars = alt.Chart(rows).mark_rule(strokeWidth=2).encode(
+        y=y, x=alt.X("ci_low:Q", title=f"difference to {baseline} (method − {baseline})"), x2="ci_high:Q",
+        color=color, tooltip=tooltip)
+    points = alt.Chart(rows).mark_point(filled=True, size=70).encode(y=y, x="mean_diff:Q", color=color,
+                                                                     tooltip=tooltip)
+    zero = alt.Chart(pd.DataFrame({"zero": [0.0]})).mark_rule(color="gray", strokeDash=[4, 3]).encode(x="zero:Q")
+    return alt.layer(zero, bars, points).properties(height=alt.Step(26))

@@ -13,7 +13,9 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from results import queries
+from harness.registry import TASKS, UnknownNameError
+from results import claims as claims_module
+from results import compare, queries
 from results.store import Store, database_url
 
 TTL_SECONDS = 5
@@ -81,12 +83,30 @@ def neuron_stats(url: str, task: str, model: str, sparsity: float) -> pd.DataFra
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
-def paired_metric(url: str, task: str, model: str, metric: str, split: str) -> pd.DataFrame:
-    """One metric of every done job, with the key that pairs jobs differing only in method."""
-    frame = done_metrics(url, task, model)
-    frame = frame[(frame["metric"] == metric) & (frame["split"] == split)]
-    keys = queries.pairing_keys(store(url), frame["job_id"].tolist())
-    return frame.merge(keys, on="job_id")
+def comparisons(url: str, task: str, model: str, metric: str, split: str, baseline: str) -> pd.DataFrame:
+    """One family of paired comparisons: exactly what ``harness compare`` prints."""
+    return compare.comparisons(store(url), task, model, metric, split, baseline)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def claims(url: str, task: str, model: str, margin: float) -> pd.DataFrame:
+    """The claims table of one model and task: exactly what ``harness claims`` prints."""
+    return claims_module.claims(store(url), task, model, margin)
+
+
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def headline(url: str, task: str, model: str) -> tuple[str, str] | None:
+    """The (metric, split) verdicts use by default: the task's headline metric on its
+    evaluation split (or its first task metric)."""
+    metrics = done_metrics(url, task, model)
+    if metrics.empty:
+        return None
+    specs = compare.job_specs(store(url), metrics["job_id"].drop_duplicates().tolist())
+    try:
+        metric, split, _ = compare.resolve_metric(metrics, task, specs=specs)
+    except compare.CompareError:
+        return None
+    return metric, split
 
 
 @st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
@@ -110,22 +130,24 @@ def metric_choices(metrics: pd.DataFrame, splits: tuple[str, ...] | None = None)
 
 
 def choose_metric(metrics: pd.DataFrame, key: str, splits: tuple[str, ...] | None = None,
-                  label: str = "Metric") -> tuple[str, str, bool] | None:
-    """A metric select box; returns (metric, split, higher_is_better)."""
+                  label: str = "Metric", default: tuple[str, str] | None = None) -> tuple[str, str, bool] | None:
+    """A metric select box (``default`` preselected when offered); returns (metric,
+    split, higher_is_better)."""
     choices = metric_choices(metrics, splits)
     if not choices:
         return None
-    metric, split = st.selectbox(label, choices, key=key, format_func=lambda c: f"{c[0]} [{c[1]}]")
+    index = choices.index(default) if default in choices else 0
+    metric, split = st.selectbox(label, choices, index=index, key=key, format_func=lambda c: f"{c[0]} [{c[1]}]")
     higher = bool(metrics.loc[(metrics["metric"] == metric) & (metrics["split"] == split), "higher_is_better"].iloc[0])
     return metric, split, higher
 
 
-def pick_metric(selection: Selection, key: str, empty: str = "No job of this task and model has finished yet."
-                ) -> tuple[pd.DataFrame, tuple[str, str, bool]] | None:
-    """The selection's finished metrics and the user's choice among them (a select box);
-    None, with ``empty`` shown, while nothing has finished."""
+def pick_metric(selection: Selection, key: str, empty: str = "No job of this task and model has finished yet.",
+                default: tuple[str, str] | None = None) -> tuple[pd.DataFrame, tuple[str, str, bool]] | None:
+    """The selection's finished metrics and the user's choice among them (a select box,
+    ``default`` preselected); None, with ``empty`` shown, while nothing has finished."""
     metrics = done_metrics(selection.url, selection.task, selection.model)
-    choice = choose_metric(metrics, key=key)
+    choice = choose_metric(metrics, key=key, default=default)
     if choice is None:
         st.info(empty)
         return None
@@ -139,17 +161,15 @@ def direction(higher_is_better: bool) -> str:
 def task_note(task: str) -> None:
     """The task's registry description; generated data is labelled as such on every page."""
     try:
-        from harness.registry import TASKS
-
-        description = TASKS.get(task).describe()
-    except Exception:  # a task from a plugin not installed here: nothing to add
+        cls = TASKS.get(task)
+    except UnknownNameError:  # a task from a plugin not installed here: nothing to add
         return
-    if "[GENERATED DATA]" in description:
-        st.warning(f"**Generated data** — {description.replace('[GENERATED DATA]', '').strip()} "
+    if cls.generated_data:
+        st.warning(f"**Generated data** — {cls.describe()} "
                    "These numbers come from a data set this project generated, not from a published benchmark.",
                    icon="⚠️")
     else:
-        st.caption(f"Task `{task}`: {description}")
+        st.caption(f"Task `{task}`: {cls.describe()}")
 
 
 def empty_state(url: str, message: str = "No results yet") -> None:
