@@ -32,7 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness.config import load_matrix  # noqa: E402
 from harness.executors import LocalExecutor, ProcessExecutor, RayExecutor, cpu_cores  # noqa: E402
 from harness.progress import Reporter  # noqa: E402
-from harness.runner import Execution, run_matrix  # noqa: E402
+from harness.job import Execution  # noqa: E402
+from harness.orchestrate import run_matrix  # noqa: E402
 from results.store import Store  # noqa: E402
 from tests.conftest import build_tiny_gpt2, write_matrix  # noqa: E402  (the tests' tiny model)
 

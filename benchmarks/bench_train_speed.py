@@ -7,7 +7,8 @@ Every method trains its own copy of the same model on the same batches (8 x 128 
 rotated order, so a busy shared machine slows all methods alike; each step's ratio
 dense time / method time is paired with the dense step next to it, and the median of
 those ratios is printed (1.0 = as fast as dense), over the whole cubic schedule and over
-its dense warm-up and final fixed-sparsity phases. The step mirrors harness.train.train.
+its dense warm-up and final fixed-sparsity phases. The step is harness.train.Trainer.step,
+the one harness.train.train runs.
 Targets: random, magnitude >= 0.95; movement >= 0.90; gum >= 0.80.
 Uses the embedded model when it is built, else a random GPT-2 of the same size.
 """
@@ -18,16 +19,15 @@ import argparse
 import copy
 import statistics
 import time
-from dataclasses import dataclass
 
 import torch
 
-from harness.config import TRAIN_DEFAULTS
+from harness import sections
 from harness.params import resolve_params
-from harness.pruning import FFNPruner
+from harness.pruning import FFNPruner, NoPruning
 from harness.registry import METHODS
 from harness.selection import CubicSchedule
-from harness.train import linear_warmup_decay, optimizer_for
+from harness.train import Trainer
 
 TIMED = {"dense": {}, "random": {}, "magnitude": {}, "movement": {}, "gum": {"lambda_u": 1.0}}
 
@@ -44,43 +44,23 @@ def embedded_or_random_model() -> torch.nn.Module:
     return GPT2LMHeadModel(GPT2Config(vocab_size=8192, n_positions=512, n_embd=256, n_layer=4, n_head=4, n_inner=1024))
 
 
-@dataclass
-class Trainee:
-    """One method's model, pruner and optimizer, stepped like harness.train.train."""
+def build(base: torch.nn.Module, name: str, settings: dict, sparsity: float) -> Trainer:
+    """One method's copy of the model with its pruner and optimizer, as a job builds them."""
+    model = copy.deepcopy(base).train()
+    if name == "dense":
+        return Trainer(model, NoPruning(), settings, torch.device("cpu"))
+    method_cls = METHODS.get(name)
+    method = method_cls(resolve_params(name, TIMED[name], method_cls.defaults, method_cls.required), seed=0)
+    pruner = FFNPruner(model, method, CubicSchedule(settings["steps"], 1.0 - sparsity))
+    return Trainer(model, pruner, settings, torch.device("cpu"), pruner.attach())
 
-    model: torch.nn.Module
-    pruner: FFNPruner
-    optimizer: torch.optim.Optimizer
-    scheduler: torch.optim.lr_scheduler.LambdaLR
-    settings: dict
 
-    @classmethod
-    def build(cls, base: torch.nn.Module, name: str, settings: dict, sparsity: float) -> Trainee:
-        model = copy.deepcopy(base).train()
-        method_cls = METHODS.get(name)
-        method = method_cls(resolve_params(name, TIMED[name], method_cls.defaults, method_cls.required), seed=0)
-        final = 1.0 - sparsity if method_cls.prunes else 1.0
-        pruner = FFNPruner(model, method, CubicSchedule(settings["steps"], final))
-        optimizer = optimizer_for(model, settings, method.attach(pruner))
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(settings["steps"], 0.1))
-        return cls(model, pruner, optimizer, scheduler, settings)
-
-    def step(self, step: int, batch: dict[str, torch.Tensor]) -> float:
-        """Seconds for one optimizer step."""
-        started = time.perf_counter()
-        kept = self.pruner.update(step)
-        self.pruner.token_mask = batch["attention_mask"].bool()
-        loss = self.model(**batch).loss
-        penalty = self.pruner.method.regularizer(self.pruner, step, kept)
-        total = loss if penalty is None else loss + penalty
-        self.optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        trained = [p for group in self.optimizer.param_groups for p in group["params"]]
-        torch.nn.utils.clip_grad_norm_(trained, self.settings["grad_clip"])
-        self.optimizer.step()
-        self.scheduler.step()
-        loss.item()
-        return time.perf_counter() - started
+def timed_step(trainer: Trainer, step: int, batch: dict[str, torch.Tensor]) -> float:
+    """Seconds for one optimizer step (with the loss read back, as the training loop logs it)."""
+    started = time.perf_counter()
+    loss, _, _ = trainer.step(step, batch)
+    loss.item()
+    return time.perf_counter() - started
 
 
 def main() -> None:
@@ -92,19 +72,19 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     base = embedded_or_random_model()
-    settings = dict(TRAIN_DEFAULTS, steps=args.steps, batch_size=8)
+    settings = dict(sections.defaults("train"), steps=args.steps, batch_size=8)
     generator = torch.Generator().manual_seed(0)
     names = list(TIMED)
     warmup_end, final_start = round(0.1 * args.steps), args.steps - 3 * round(0.1 * args.steps)
     ratios: dict[str, dict[str, list[float]]] = {n: {"schedule": [], "warm-up": [], "final": []} for n in names}
     step_ms: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(args.rounds):
-        trainees = {name: Trainee.build(base, name, settings, args.sparsity) for name in names}
+        trainees = {name: build(base, name, settings, args.sparsity) for name in names}
         for step in range(1, args.steps + 1):
             ids = torch.randint(0, base.config.vocab_size, (8, 128), generator=generator)
             batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "labels": ids}
             order = names[step % len(names):] + names[: step % len(names)]
-            seconds = {name: trainees[name].step(step, batch) for name in order}
+            seconds = {name: timed_step(trainees[name], step, batch) for name in order}
             if step == 1:
                 continue  # one-off allocations
             for name in names:

@@ -19,13 +19,13 @@ class ActivationNorm(PruningMethod):
     observes_activations = True  # the engine calls observe() on every training forward
     defaults = {"momentum": 0.1}  # parameters a matrix may set, with their defaults
 
-    def attach(self, pruner):
-        self.norms = [torch.zeros(width, device=pruner.keep[0].device) for width in pruner.widths]
+    def attach(self, context):  # a read-only view: widths, device, final kept fraction, step, ...
+        self.norms = [torch.zeros(width, device=context.device) for width in context.widths]
         return []  # no extra optimizer parameter groups
 
     def observe(self, layer, activations):  # (non-padding tokens, d_ff), after the mask
         momentum = self.params["momentum"]
         self.norms[layer].mul_(1 - momentum).add_(activations.detach().abs().mean(0), alpha=momentum)
 
-    def scores(self, pruner):  # one tensor per layer; the highest are kept
+    def scores(self, context):  # one tensor per layer; the highest are kept
         return self.norms

@@ -83,6 +83,11 @@ def context_length(config, default: int | None = None) -> int | None:
     return getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", None) or default
 
 
+def hidden_size(config) -> int:
+    """The model width d_model: the other side of every neuron's weights."""
+    return int(getattr(config, "hidden_size", None) or getattr(config, "n_embd"))
+
+
 def architecture_of(model: nn.Module) -> ArchSpec:
     model_type = getattr(model.config, "model_type", None)
     if model_type not in ARCHITECTURES:

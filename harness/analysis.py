@@ -9,16 +9,16 @@ Two questions from the paper, asked of the neurons a model *kept*:
   equals the output-column term alone). Absolute value per batch, summed over batches,
   divided by the number of examples.
 - **uniqueness** — whether a near-duplicate survives. The Gram matrix AᵀA of the
-  post-activation outputs and their squared norms are accumulated in float64 over every
-  non-padding token (memory independent of the split size); cos_ij = G_ij / (‖a_i‖‖a_j‖ +
-  1e-6). Neuron i is *redundant* when some j > i of the same layer has signed cos_ij ≥ τ,
+  post-activation outputs (its diagonal: the squared norms) is accumulated in float64
+  over every non-padding token (memory independent of the split size); cos_ij = G_ij /
+  (‖a_i‖‖a_j‖ + 1e-6) (``harness.similarity``, shared with GUM). Neuron i is *redundant* when some j > i of the same layer has signed cos_ij ≥ τ,
   so a group of k identical neurons counts k − 1. Uniqueness = 1 − redundant / surviving,
   per layer, and pooled over all layers for the model.
 
 Activations are the input of each FFN output projection (for GLU models act(gate)·up),
 read by forward pre-hooks, where ``harness.pruning`` applies its masks. The model is
-analysed as it is: every neuron it holds is a survivor (the runner analyses the model
-after physical removal).
+analysed as it is: every neuron it holds is a survivor (the job analyses the model after
+physical removal), over the task's test split (``eval_split``).
 """
 
 from __future__ import annotations
@@ -31,35 +31,44 @@ import numpy as np
 import torch
 from torch import nn
 
-from harness.adapters import FFNLayer, context_length, ffn_layers
-from harness.task import TrainExample
-from harness.train import collate
+from harness.adapters import FFNLayer, ffn_layers
+from harness.params import Param
+from harness.similarity import redundant_and_max_cos
+from harness.task import TokenizedExample, collate
+from harness.types import SPLIT_ANALYSIS, Metric
 
 SENSITIVITY_KINDS = ("reference", "activation")
-COS_EPS = 1e-6  # the reference's denominator guard
+
+# eval-section keys (harness.sections); with analysis_examples 0 the others are dropped.
+SETTINGS: dict[str, Param] = {
+    "analysis_examples": Param(64, "test examples the redundancy analysis reads", minimum=1, off=0, off_doc="off"),
+    "uniqueness_threshold": Param(0.8, "cosine at or above which a neuron has a surviving twin", minimum=0.0,
+                                  maximum=1.0, min_open=True),
+    "sensitivity": Param("reference", "reference: |Σ θ·∂L/∂θ| (the authors'); activation: |Σ a·∂L/∂a|",
+                         choices=SENSITIVITY_KINDS),
+}
+SWITCH = "analysis_examples"
 
 
-# -- uniqueness from accumulated statistics ---------------------------------------------
-def cosine_matrix(gram: np.ndarray, sq_norms: np.ndarray) -> np.ndarray:
-    """Signed cosine similarities of neurons from their Gram matrix and squared norms."""
-    norms = np.sqrt(np.maximum(sq_norms, 0.0))
-    return gram / (np.outer(norms, norms) + COS_EPS)
+@dataclass(frozen=True)
+class AnalysisSettings:
+    examples: int
+    threshold: float = 0.8
+    sensitivity: str = "reference"
+    batch_size: int = 8
+
+    @classmethod
+    def from_section(cls, evaluation: dict[str, Any]) -> AnalysisSettings:
+        return cls(int(evaluation.get(SWITCH) or 0), float(evaluation.get("uniqueness_threshold", 0.8)),
+                   evaluation.get("sensitivity", "reference"), int(evaluation.get("batch_size") or 8))
+
+    @property
+    def enabled(self) -> bool:
+        return self.examples > 0
 
 
-def redundancy(gram: np.ndarray, sq_norms: np.ndarray, threshold: float) -> tuple[int, np.ndarray]:
-    """(redundant neurons, each neuron's max |cos| to the others; NaN for a lone neuron).
-
-    Neuron i is redundant when a later neuron j > i has cos_ij ≥ threshold: of k
-    identical neurons the last one is kept as the representative, k − 1 are redundant.
-    """
-    cos = cosine_matrix(gram, sq_norms)
-    width = cos.shape[0]
-    later = np.where(np.triu(np.ones((width, width), dtype=bool), k=1), cos, -np.inf)  # j > i only
-    redundant = int((later >= threshold).any(axis=1).sum()) if width > 1 else 0
-    others = np.abs(cos)
-    np.fill_diagonal(others, -np.inf)
-    max_abs = others.max(axis=1) if width > 1 else np.full(width, np.nan)
-    return redundant, max_abs
+def active(evaluation: dict[str, Any]) -> bool:
+    return bool(evaluation.get(SWITCH))
 
 
 # -- results ----------------------------------------------------------------------------
@@ -115,8 +124,8 @@ class Analysis:
     def mean_max_abs_cos(self) -> float:
         return _finite_mean(np.concatenate([layer.max_abs_cos for layer in self.layers]) if self.layers else np.array([]))
 
-    def metrics(self) -> list[dict[str, Any]]:
-        """Model-level numbers as metric rows (split ``analysis``)."""
+    def metrics(self) -> list[Metric]:
+        """Model-level numbers as metrics (split ``analysis``)."""
         rows = [
             ("uniqueness", self.uniqueness, True),
             ("redundant_neurons", float(self.redundant), False),
@@ -124,7 +133,7 @@ class Analysis:
             ("sensitivity_total", self.sensitivity_total, True),
             ("max_abs_cos_mean", self.mean_max_abs_cos, False),
         ]
-        return [{"name": n, "value": v, "higher_is_better": h, "split": "analysis"} for n, v, h in rows if math.isfinite(v)]
+        return [Metric(n, v, h, SPLIT_ANALYSIS) for n, v, h in rows if math.isfinite(v)]
 
     def layer_stats(self) -> list[tuple[int, str, float]]:
         stats = []
@@ -160,7 +169,6 @@ class Analysis:
 class _LayerAccumulator:
     width: int
     gram: torch.Tensor
-    sq_norms: torch.Tensor
     sensitivity: torch.Tensor
     activation: torch.Tensor | None = None  # this batch's post-activation output (for ``activation``)
 
@@ -179,7 +187,7 @@ def _neuron_terms(layer: FFNLayer) -> torch.Tensor:
 
 def analyze_model(
     model: nn.Module,
-    examples: list[TrainExample],
+    examples: list[TokenizedExample],
     pad_id: int,
     *,
     batch_size: int = 8,
@@ -201,7 +209,6 @@ def analyze_model(
     device = next(model.parameters()).device
     accumulators = [
         _LayerAccumulator(layer.width, torch.zeros(layer.width, layer.width, dtype=torch.float64, device=device),
-                          torch.zeros(layer.width, dtype=torch.float64, device=device),
                           torch.zeros(layer.width, dtype=torch.float64, device=device))
         for layer in layers
     ]
@@ -212,7 +219,6 @@ def analyze_model(
             hidden = args[0]
             tokens = hidden.detach()[token_mask[0]].double()  # (non-padding tokens, width)
             acc.gram += tokens.T @ tokens
-            acc.sq_norms += tokens.pow(2).sum(0)
             if sensitivity == "activation":
                 hidden.retain_grad()
                 acc.activation = hidden
@@ -262,77 +268,27 @@ def analyze_model(
 
     results = []
     for index, acc in enumerate(accumulators):
-        redundant, max_abs = redundancy(acc.gram.cpu().numpy(), acc.sq_norms.cpu().numpy(), threshold)
+        redundant, max_abs = redundant_and_max_cos(acc.gram, threshold)
         ids = neuron_ids[index] if neuron_ids is not None else list(range(acc.width))
         sens = (acc.sensitivity / len(examples)).cpu().numpy()
-        results.append(LayerAnalysis(index, list(ids), sens, max_abs, redundant))
+        results.append(LayerAnalysis(index, list(ids), sens, max_abs.cpu().numpy(), redundant))
     return Analysis(results, threshold, sensitivity, len(examples), tokens_seen, split)
 
 
-# -- settings and the runner's entry point ----------------------------------------------
-def check_settings(settings: dict[str, Any], field: str) -> None:
-    """Validate the analysis keys of a resolved ``eval`` section (ConfigError names the field).
-    With the analysis off, its other settings are dropped so they cannot split jobs."""
-    from harness.params import ConfigError
-
-    if settings["analysis_examples"] < 0:
-        raise ConfigError(f"{field}.analysis_examples: expected >= 0 (0 turns the analysis off), got {settings['analysis_examples']}")
-    if not 0.0 < settings["uniqueness_threshold"] <= 1.0:
-        raise ConfigError(f"{field}.uniqueness_threshold: expected a cosine in (0, 1], got {settings['uniqueness_threshold']}")
-    if settings["sensitivity"] not in SENSITIVITY_KINDS:
-        raise ConfigError(f"{field}.sensitivity: '{settings['sensitivity']}' is not allowed; allowed: {', '.join(SENSITIVITY_KINDS)}")
-    if settings["analysis_examples"] == 0:
-        settings.pop("uniqueness_threshold")
-        settings.pop("sensitivity")
-
-
-def analyze_task(model: nn.Module, tokenizer: Any, task: Any, settings: dict[str, Any], max_length: int,
+# -- the job's entry point ----------------------------------------------------------------
+def analyze_task(model: nn.Module, tokenizer: Any, task: Any, settings: AnalysisSettings, max_length: int,
                  neuron_ids: list[list[int]] | None = None) -> Analysis | None:
-    """The analysis a job stores: ``settings`` is the job's resolved ``eval`` section.
-    None when it is off (``analysis_examples: 0``) or the task has no evaluation texts."""
-    count = int(settings.get("analysis_examples") or 0)
-    if count <= 0:
+    """The analysis a job stores, over the first ``settings.examples`` test examples. None
+    when it is off or the task has no evaluation texts."""
+    if not settings.enabled:
         return None
     try:
-        examples = task.eval_texts(tokenizer, max_length, count)
+        examples = task.eval_texts(tokenizer, max_length, settings.examples)
     except NotImplementedError:
         return None
     if not examples:
         return None
     split = str(getattr(task, "params", {}).get("eval_split", ""))
-    return analyze_model(model, examples, tokenizer.pad_token_id, batch_size=int(settings.get("batch_size") or 8),
-                         threshold=float(settings.get("uniqueness_threshold", 0.8)),
-                         sensitivity=settings.get("sensitivity", "reference"), neuron_ids=neuron_ids, split=split)
-
-
-def analyze_saved_model(model_name: str, task_name: str, examples: int, *, max_length: int = 0, batch_size: int = 8,
-                        threshold: float = 0.8, sensitivity: str = "reference", device: str = "auto") -> Analysis:
-    """``harness analyze``: a model alias, local folder (an exported pruned model) or hub
-    id, analysed over ``examples`` evaluation examples of a task with default parameters."""
-    from pathlib import Path
-
-    from harness.models import load_model, resolve_model
-    from harness.params import ConfigError, resolve_params
-    from harness.registry import TASKS, UnknownNameError
-    from harness.runner import Execution
-
-    try:
-        cls = TASKS.get(task_name)
-    except UnknownNameError as error:
-        raise ConfigError(f"--task: {error}") from None
-    if cls.task_type == "evaluation_only":
-        raise ConfigError(f"--task: '{task_name}' is evaluation-only and has no evaluation texts to analyse")
-    task = cls(task_name, resolve_params("--task", {}, cls.defaults, cls.required))
-    identity = resolve_model(model_name, "MODEL", Path.cwd())
-    try:
-        model, tokenizer = load_model(identity, Execution(device).torch_device())
-    except (OSError, RuntimeError, ValueError) as error:
-        raise ConfigError(f"MODEL: cannot load '{model_name}': {str(error).splitlines()[0]}") from None
-    context = context_length(model.config, default=1024)
-    length = min(max_length or cls.train_defaults.get("max_length") or 512, context)
-    settings = {"analysis_examples": examples, "batch_size": batch_size, "uniqueness_threshold": threshold,
-                "sensitivity": sensitivity}
-    analysis = analyze_task(model, tokenizer, task, settings, length)
-    if analysis is None:
-        raise ConfigError(f"--task: '{task_name}' gave no evaluation examples to analyse")
-    return analysis
+    return analyze_model(model, examples, tokenizer.pad_token_id, batch_size=settings.batch_size,
+                         threshold=settings.threshold, sensitivity=settings.sensitivity, neuron_ids=neuron_ids,
+                         split=split)

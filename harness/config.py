@@ -14,48 +14,14 @@ from typing import Any
 
 import yaml
 
-from harness.params import ConfigError, resolve_params, unknown_key_error
-from harness.distill import DISTILL_DEFAULTS, without_distill
-from harness.distill import check_settings as check_distill_settings
+from harness import sections
+from harness.models import resolve_model
+from harness.params import ConfigError, check_values, resolve_params, unknown_key_error
 from harness.registry import METHODS, TASKS, UnknownNameError
-from harness.spec import JobSpec
-from harness.speed import SPEED_DEFAULTS
-from harness.speed import check_settings as check_speed_settings
+from harness.spec import BASELINES, DENSE, PRETRAINED, JobSpec, baseline_method, dense_train, pretrained_spec
 
-TRAIN_DEFAULTS: dict[str, Any] = {
-    "steps": 200,
-    "batch_size": 8,
-    "lr": 5e-4,
-    "weight_decay": 0.1,
-    "adam_beta1": 0.9,
-    "adam_beta2": 0.999,
-    "adam_eps": 1e-4,
-    "grad_clip": 1.0,
-    "warmup_frac": 0.1,  # LR warm-up and dense phase of the sparsity schedule
-    "max_length": 0,  # 0 = the task's default, capped by the model's context
-    "min_width": 1,  # a layer never loses all its neurons
-    "mask_update_every": 1,
-    "dtype": "float32",
-    **DISTILL_DEFAULTS,  # distill: true -> knowledge distillation from the dense job (harness/distill.py)
-}
-EVAL_DEFAULTS: dict[str, Any] = {
-    "max_examples": 200,
-    "batch_size": 8,
-    "decoding": "greedy",  # or "beam"
-    "num_beams": 10,  # beam settings: the authors' code
-    "length_penalty": 0.9,
-    "no_repeat_ngram_size": 4,
-    "max_new_tokens": 0,  # 0 = the task's default
-    "num_samples": 5,  # sample generations stored per job
-    "extra_tasks": [],  # evaluation-only tasks (e.g. "lmeval:<task>") run on the shrunk model
-    # Neuron-redundancy analysis (harness/analysis.py) over the eval split; 0 examples = off.
-    "analysis_examples": 64,
-    "uniqueness_threshold": 0.8,  # cos at or above which a neuron has a surviving twin
-    "sensitivity": "reference",  # |Σ θ·∂L/∂θ| (the authors'); or "activation": |Σ a·∂L/∂a|
-    # Physical speed of the dense and the shrunk model (harness/speed.py); speed_repeats 0 = off.
-    **SPEED_DEFAULTS,
-}
-MATRIX_KEYS = {"name", "description", "models", "tasks", "methods", "sparsities", "seeds", "train", "eval", "dense_baseline"}
+MATRIX_KEYS = {"name", "description", "models", "tasks", "methods", "sparsities", "seeds", "train", "eval",
+               "dense_baseline", "pretrained_baseline"}
 _TASK_ENTRY_KEYS = {"name", "train", "eval"}  # plus the task's own parameters
 _METHOD_ENTRY_KEYS = {"name", "params"}
 
@@ -122,6 +88,10 @@ def _method_variants(entry: Any, field: str) -> list[dict[str, Any]]:
     for key in entry:
         if key not in _METHOD_ENTRY_KEYS:
             raise unknown_key_error(field, key, sorted(_METHOD_ENTRY_KEYS))
+    if entry["name"] in BASELINES:
+        if entry.get("params"):
+            raise ConfigError(f"{field}.params: '{entry['name']}' is a baseline and takes no parameters")
+        return [baseline_method(entry["name"])]
     try:
         cls = METHODS.get(entry["name"])
     except UnknownNameError as error:
@@ -134,7 +104,8 @@ def _method_variants(entry: Any, field: str) -> list[dict[str, Any]]:
     if any(len(grid) == 0 for grid in grids):
         raise ConfigError(f"{field}.params: a swept parameter has an empty list")
     variants = [
-        {"name": entry["name"], "params": resolve_params(f"{field}.params", dict(zip(keys, combo)), cls.defaults, cls.required)}
+        {"name": entry["name"], "version": cls.version,
+         "params": resolve_params(f"{field}.params", dict(zip(keys, combo)), cls.defaults, cls.required)}
         for combo in itertools.product(*grids)
     ]
     for variant in variants:
@@ -154,27 +125,16 @@ def _task(entry: Any, field: str, base_dir: Path, train: dict[str, Any], evaluat
     cls, task = _task_instance(entry, field, base_dir)
     if cls.task_type == "evaluation_only":
         raise ConfigError(f"{field}.name: '{entry['name']}' is evaluation-only; list it under eval.extra_tasks")
-    task_train = resolve_params(f"{field}.train", entry.get("train"), train)
-    task_eval = resolve_params(f"{field}.eval", entry.get("eval"), evaluation)
+    task_train = {**train, **check_values(f"{field}.train", entry.get("train"), sections.declared("train"))}
+    task_eval = {**evaluation, **check_values(f"{field}.eval", entry.get("eval"), sections.declared("eval"))}
     for key, value in cls.train_defaults.items():
         if task_train.get(key) in (0, None):
             task_train[key] = value
     for key, value in cls.eval_defaults.items():
         if task_eval.get(key) in (0, None):
             task_eval[key] = value
-    if task_eval["decoding"] not in ("greedy", "beam"):
-        raise ConfigError(f"{field}.eval.decoding: '{task_eval['decoding']}' is not allowed; allowed: greedy, beam")
-    if task_eval["decoding"] == "greedy":  # beam settings do not apply and must not split jobs
-        for key in ("num_beams", "length_penalty", "no_repeat_ngram_size"):
-            task_eval.pop(key)
-    from harness.analysis import check_settings as check_analysis_settings
-
-    check_analysis_settings(task_eval, f"{field}.eval")
-    try:
-        check_speed_settings(task_eval, f"{field}.eval")
-        check_distill_settings(task_train, f"{field}.train")
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    task_train = sections.finish("train", task_train, f"{field}.train")
+    task_eval = sections.finish("eval", task_eval, f"{field}.eval")
     task_eval["extra_tasks"] = [_extra_task(e, f"{field}.eval.extra_tasks[{i}]", base_dir) for i, e in enumerate(task_eval["extra_tasks"])]
     return _task_dict(entry["name"], task, field), task_train, task_eval
 
@@ -243,38 +203,39 @@ def _check_top_level(data: dict[str, Any]) -> None:
 
 
 def expand(data: dict[str, Any], base_dir: Path) -> list[JobSpec]:
-    """All jobs of a parsed matrix: models x tasks x methods x sparsities x seeds.
-
-    Sparsity 0 becomes the ``dense`` method; one dense job per (model, task, seed,
-    train settings) is added however many methods are listed (``dense_baseline``).
+    """All jobs of a parsed matrix: models x tasks x methods x sparsities x seeds, plus the
+    baselines: a ``dense`` job per (model, task, seed, train settings) (``dense_baseline``)
+    and a ``pretrained`` row per (model, task, eval settings) (``pretrained_baseline``).
+    Sparsity 0 becomes the dense job.
     """
-    from harness.models import resolve_model
-
     _check_top_level(data)
-    train = resolve_params("train", data.get("train"), TRAIN_DEFAULTS)
-    evaluation = resolve_params("eval", data.get("eval"), EVAL_DEFAULTS)
+    train = resolve_params("train", data.get("train"), sections.declared("train"))
+    evaluation = resolve_params("eval", data.get("eval"), sections.declared("eval"))
     models = [resolve_model(m, f"models[{i}]", base_dir) for i, m in enumerate(_as_list(data, "models"))]
     tasks = [_task(t, f"tasks[{i}]", base_dir, train, evaluation) for i, t in enumerate(_as_list(data, "tasks"))]
     methods = [v for i, m in enumerate(_as_list(data, "methods")) for v in _method_variants(m, f"methods[{i}]")]
     sparsities, seeds = _sparsities(data), _seeds(data)
-    dense_baseline = data.get("dense_baseline", True)
-    if not isinstance(dense_baseline, bool):
-        raise ConfigError(f"dense_baseline: expected true or false, got {dense_baseline!r}")
-    dense = {"name": "dense", "params": {}}
+    include = {}
+    for key in ("dense_baseline", "pretrained_baseline"):
+        include[key] = data.get(key, True)
+        if not isinstance(include[key], bool):
+            raise ConfigError(f"{key}: expected true or false, got {include[key]!r}")
 
     jobs: dict[str, JobSpec] = {}
     for model, (task, task_train, task_eval), seed in itertools.product(models, tasks, seeds):
-        combos = [(method, s) for method in methods for s in sparsities]
-        if dense_baseline:
-            combos.insert(0, (dense, 0.0))
-        for method, sparsity in combos:
-            if sparsity == 0.0 or not METHODS.get(method["name"]).prunes:
-                method, sparsity = dense, 0.0
-            # Only pruned jobs distill (the dense job is their teacher); the distill keys
-            # stay out of other jobs' specs, so their hashes do not depend on them.
-            distills = task_train["distill"] and method is not dense
-            train = task_train if distills else without_distill(task_train)
-            spec = JobSpec(model, task, method, sparsity, seed, train, task_eval)
+        dense = JobSpec(model, task, baseline_method(DENSE), 0.0, seed, dense_train(task_train), task_eval)
+        candidates = [pretrained_spec(dense)] if include["pretrained_baseline"] else []
+        if include["dense_baseline"]:
+            candidates.append(dense)
+        for method in methods:
+            for sparsity in sparsities:
+                if method["name"] == PRETRAINED:
+                    candidates.append(pretrained_spec(dense))
+                elif sparsity == 0.0 or method["name"] == DENSE:
+                    candidates.append(dense)
+                else:  # only pruned jobs distill; the dense job (their teacher) never does
+                    candidates.append(JobSpec(model, task, method, sparsity, seed, task_train, task_eval))
+        for spec in candidates:
             jobs.setdefault(spec.spec_hash, spec)
     return list(jobs.values())
 

@@ -8,53 +8,52 @@ which sums over positions and so weights KD about sequence-length times more tha
 that is deliberately not copied.
 
 The teacher is a job of its own: the dense job on the same model, task, seed and train
-settings minus the distill keys (``teacher_spec``). Any runner or executor schedules it
-before its students (``with_teachers``) and students load the teacher's saved model, so a
-teacher is trained once however many students share it.
+settings minus the distill keys (``harness.spec.teacher_spec``). Every executor schedules
+it before its students, and students load the teacher's saved model, so a teacher is
+trained once however many students share it.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from harness.spec import JobSpec
+from harness.params import ConfigError, Param
 from harness.task import IGNORE_INDEX
 
-# train-section keys (merged into harness.config.TRAIN_DEFAULTS); they appear in a job's
-# train settings only when it distills, so non-distilling jobs keep their hashes.
-DISTILL_DEFAULTS: dict[str, Any] = {"distill": False, "distill_alpha_kd": 0.5, "distill_alpha_ce": 0.5,
-                                    "distill_temperature": 2.0}
-DENSE = {"name": "dense", "params": {}}
+# train-section keys (harness.sections); they appear in a job's train settings only when it
+# distills (``distill: true``), so non-distilling jobs never depend on them.
+SETTINGS: dict[str, Param] = {
+    "distill": Param(False, "distil from the dense job fine-tuned on the same model, task, seed and settings"),
+    "distill_alpha_kd": Param(0.5, "weight of the KL term", minimum=0.0),
+    "distill_alpha_ce": Param(0.5, "weight of the cross-entropy term", minimum=0.0),
+    "distill_temperature": Param(2.0, "softmax temperature T", minimum=0.0, min_open=True),
+}
+SWITCH = "distill"
 
 
-def check_settings(train: dict[str, Any], field: str) -> None:
-    """Raise ValueError for distillation settings that make no sense."""
-    if train.get("distill_temperature", 1.0) <= 0:
-        raise ValueError(f"{field}.distill_temperature: must be > 0, got {train['distill_temperature']}")
-    for key in ("distill_alpha_kd", "distill_alpha_ce"):
-        if train.get(key, 0.0) < 0:
-            raise ValueError(f"{field}.{key}: must be >= 0, got {train[key]}")
+@dataclass(frozen=True)
+class DistillSettings:
+    alpha_kd: float
+    alpha_ce: float
+    temperature: float
+
+    @classmethod
+    def from_section(cls, train: dict[str, Any]) -> DistillSettings:
+        return cls(train["distill_alpha_kd"], train["distill_alpha_ce"], train["distill_temperature"])
 
 
-def without_distill(train: dict[str, Any]) -> dict[str, Any]:
-    return {key: value for key, value in train.items() if key not in DISTILL_DEFAULTS}
+def active(train: dict[str, Any]) -> bool:
+    return bool(train.get(SWITCH))
 
 
-def teacher_spec(spec: JobSpec) -> JobSpec | None:
-    """The dense job whose fine-tuned model teaches ``spec``, or None if it does not distill."""
-    if not spec.train.get("distill"):
-        return None
-    return JobSpec(spec.model, spec.task, dict(DENSE), 0.0, spec.seed, without_distill(spec.train), spec.eval)
-
-
-def with_teachers(jobs: list[JobSpec]) -> list[JobSpec]:
-    """``jobs`` plus every teacher they need (each once), teachers first."""
-    teachers = {t.spec_hash: t for t in map(teacher_spec, jobs) if t is not None}
-    return list(teachers.values()) + [job for job in jobs if job.spec_hash not in teachers]
+def validate(train: dict[str, Any], field: str) -> None:
+    if active(train) and train["distill_alpha_kd"] + train["distill_alpha_ce"] <= 0:
+        raise ConfigError(f"{field}.distill_alpha_kd: with distill_alpha_ce it must weigh something; both are 0")
 
 
 def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor,
@@ -72,7 +71,8 @@ def distillation_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor
     return alpha_kd * kd + alpha_ce * ce
 
 
-def distillation_loss_fn(teacher: nn.Module, train: dict[str, Any]) -> Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]:
+def distillation_loss_fn(teacher: nn.Module, settings: DistillSettings
+                         ) -> Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor]:
     """A ``loss_fn`` for ``harness.train.train``: the student's distillation loss on a batch."""
     teacher.eval().requires_grad_(False)
 
@@ -80,7 +80,7 @@ def distillation_loss_fn(teacher: nn.Module, train: dict[str, Any]) -> Callable[
         inputs = {key: value for key, value in batch.items() if key != "labels"}
         with torch.no_grad():
             teacher_logits = teacher(**inputs).logits
-        return distillation_loss(model(**inputs).logits, teacher_logits, batch["labels"], train["distill_alpha_kd"],
-                                 train["distill_alpha_ce"], train["distill_temperature"])
+        return distillation_loss(model(**inputs).logits, teacher_logits, batch["labels"], settings.alpha_kd,
+                                 settings.alpha_ce, settings.temperature)
 
     return loss_fn

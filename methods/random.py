@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from harness.method import PruningMethod
+from harness.method import PruningContext, PruningMethod
 from harness.registry import METHODS
 
 
@@ -12,11 +12,10 @@ from harness.registry import METHODS
 class Random(PruningMethod):
     """Scores drawn once i.i.d. uniform from the job seed, frozen; local top-v along the schedule."""
 
-    def attach(self, pruner) -> list[dict]:
+    def attach(self, context: PruningContext) -> list[dict]:
         generator = torch.Generator().manual_seed(self.seed)
-        device = pruner.keep[0].device
-        self._scores = [torch.rand(width, generator=generator).to(device) for width in pruner.widths]
+        self._scores = [torch.rand(width, generator=generator).to(context.device) for width in context.widths]
         return []
 
-    def scores(self, pruner) -> list[torch.Tensor]:
+    def scores(self, context: PruningContext) -> list[torch.Tensor]:
         return self._scores

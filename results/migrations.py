@@ -31,7 +31,19 @@ def _v1_to_v2(connection: Connection) -> None:
     connection.execute(text("UPDATE runs SET status = CASE WHEN finished_at IS NULL THEN 'died' ELSE 'finished' END"))
 
 
-STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2}
+def _v2_to_v3(connection: Connection) -> None:
+    """Job identity under spec versions (rows before them are spec version 1), resolved hub
+    revisions, and the spread of a metric measured as a median of repeats."""
+    for statement in (
+        "ALTER TABLE jobs ADD COLUMN spec_version INTEGER",
+        "ALTER TABLE jobs ADD COLUMN resolved_json TEXT",
+        "ALTER TABLE metrics ADD COLUMN spread FLOAT",
+    ):
+        connection.execute(text(statement))
+    connection.execute(text("UPDATE jobs SET spec_version = 1 WHERE spec_version IS NULL"))
+
+
+STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def migrate(connection: Connection, from_version: int) -> None:

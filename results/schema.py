@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import Boolean, DateTime, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 2  # 2: runs.executor/pid/heartbeat_at/status, jobs.worker (results/migrations.py)
+SCHEMA_VERSION = 3  # 2: run liveness, jobs.worker; 3: jobs.spec_version/resolved_json, metrics.spread (migrations.py)
 
 
 class Base(DeclarativeBase):
@@ -68,6 +68,10 @@ class Job(Base):
     versions_json: Mapped[str] = mapped_column(Text)  # library versions, host, device
     protocol_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(300), nullable=True)  # v2: "host:pid device" that ran it
+    # v3. The spec version its hash was computed under (NULL: 1, before versions), and
+    # what hub references resolved to when it ran (recorded, not hashed).
+    spec_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    resolved_json: Mapped[str | None] = mapped_column(Text, nullable=True)
 
 
 class MetricRow(Base):
@@ -78,6 +82,7 @@ class MetricRow(Base):
     split: Mapped[str] = mapped_column(String(50))
     value: Mapped[float] = mapped_column(Float)
     higher_is_better: Mapped[bool] = mapped_column(Boolean)
+    spread: Mapped[float | None] = mapped_column(Float, nullable=True)  # v3: interquartile range of repeats (speed)
 
 
 class LayerStat(Base):

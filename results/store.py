@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, DatabaseError
 from sqlalchemy.orm import Session, sessionmaker
 
+from harness.types import JobResult
 from results.liveness import STALE_AFTER, run_alive
 from results.schema import (
     SCHEMA_VERSION,
@@ -57,18 +58,6 @@ def database_url(url: str | None = None) -> str:
     return url
 
 
-@dataclass
-class JobResult:
-    """Everything a finished job stores; written in one transaction."""
-
-    metrics: list[dict[str, Any]]  # name, value, higher_is_better, split
-    protocol: dict[str, Any] = field(default_factory=dict)
-    layer_stats: list[tuple[int, str, float]] = field(default_factory=list)  # (layer, name, value)
-    neuron_stats: list[tuple[int, int, float | None, float | None]] = field(default_factory=list)
-    curves: list[tuple[int, str, float]] = field(default_factory=list)  # (step, name, value)
-    samples: list[dict[str, str]] = field(default_factory=list)  # task, prompt, reference, prediction
-
-
 @dataclass(frozen=True)
 class PendingJob:
     """A job the runner wants to run: what a new attempt row records."""
@@ -76,7 +65,7 @@ class PendingJob:
     spec: dict[str, Any]
     spec_hash: str
     group_hash: str
-    labels: dict[str, Any]  # model, task, method, method_label, sparsity, seed
+    labels: dict[str, Any]  # model, task, method, method_label, sparsity, seed, spec_version
 
 
 @dataclass
@@ -244,34 +233,93 @@ class Store:
         with self._writing() as session:
             self._lock(session.connection())
             self._reap(session, stale_after)
-            latest: dict[str, int] = {}
-            done: set[str] = set()
-            holder: dict[str, int] = {}  # spec hash -> live run holding an unfinished attempt
-            hashes = [job.spec_hash for job in jobs]
-            for start in range(0, len(hashes), 500):  # bounded IN lists
-                query = select(Job.spec_hash, Job.attempt, Job.status, Job.run_id).where(Job.spec_hash.in_(hashes[start:start + 500]))
-                for spec_hash, attempt, status, job_run in session.execute(query):
-                    latest[spec_hash] = max(latest.get(spec_hash, 0), attempt)
-                    if status == "done":
-                        done.add(spec_hash)
-                    elif status in UNFINISHED:
-                        holder[spec_hash] = job_run
-            runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(set(holder.values())))).all()}
+            states = self._states(session, [job.spec_hash for job in jobs], None if force else datetime.min)
             for job in jobs:
-                if job.spec_hash in holder:
-                    run = runs[holder[job.spec_hash]]
-                    claim.skipped[job.spec_hash] = f"running in run {run.id} on {run.host} (pid {run.pid})"
-                elif job.spec_hash in done and not force:
-                    claim.skipped[job.spec_hash] = "done"
+                why = states.get(job.spec_hash, {}).get("blocked")
+                if why:
+                    claim.skipped[job.spec_hash] = why
                 else:
-                    row = Job(spec_hash=job.spec_hash, group_hash=job.group_hash, attempt=latest.get(job.spec_hash, 0) + 1,
-                              run_id=run_id, status="pending", spec_json=json.dumps(job.spec, sort_keys=True),
-                              created_at=now(), harness_version=harness_version,
-                              versions_json=json.dumps(versions, sort_keys=True), **job.labels)
-                    session.add(row)
-                    session.flush()
-                    claim.job_ids[job.spec_hash] = row.id
+                    claim.job_ids[job.spec_hash] = self._add_attempt(session, run_id, job, states, versions,
+                                                                     harness_version)
         return claim
+
+    def claim_next(self, run_id: int, job: PendingJob, versions: dict[str, Any], harness_version: str,
+                   done_since: datetime | None = datetime.min, stale_after: float = STALE_AFTER) -> tuple[int | None, str]:
+        """Atomically take one job for ``run_id``: (id of its new 'pending' attempt, "") or
+        (None, why not: "done" or "running in run N ..."). Attempts done before
+        ``done_since`` do not count as done (``--force``: the runs of one forced sweep,
+        started together, still share the work). One write transaction under the store's
+        lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so
+        two runners never take the same job."""
+        with self._writing() as session:
+            self._lock(session.connection())
+            self._reap(session, stale_after)
+            states = self._states(session, [job.spec_hash], done_since)
+            why = states.get(job.spec_hash, {}).get("blocked")
+            if why:
+                return None, why
+            return self._add_attempt(session, run_id, job, states, versions, harness_version), ""
+
+    def _states(self, session: Session, hashes: list[str], done_since: datetime | None) -> dict[str, dict[str, Any]]:
+        """Per spec hash: its latest attempt number and, if it may not be taken, why."""
+        states: dict[str, dict[str, Any]] = {}
+        holder: dict[str, int] = {}  # spec hash -> live run holding an unfinished attempt
+        for start in range(0, len(hashes), 500):  # bounded IN lists
+            query = select(Job.spec_hash, Job.attempt, Job.status, Job.run_id, Job.created_at).where(
+                Job.spec_hash.in_(hashes[start:start + 500]))
+            for spec_hash, attempt, status, job_run, created in session.execute(query):
+                state = states.setdefault(spec_hash, {"latest": 0})
+                state["latest"] = max(state["latest"], attempt)
+                if status == "done" and done_since is not None and created >= done_since:
+                    state["done"] = True
+                elif status in UNFINISHED:
+                    holder[spec_hash] = job_run
+        runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(set(holder.values())))).all()}
+        for spec_hash, state in states.items():
+            if spec_hash in holder:
+                run = runs[holder[spec_hash]]
+                state["blocked"] = f"running in run {run.id} on {run.host} (pid {run.pid})"
+            elif state.get("done"):
+                state["blocked"] = "done"
+        return states
+
+    @staticmethod
+    def _add_attempt(session: Session, run_id: int, job: PendingJob, states: dict[str, dict[str, Any]],
+                     versions: dict[str, Any], harness_version: str) -> int:
+        row = Job(spec_hash=job.spec_hash, group_hash=job.group_hash,
+                  attempt=states.get(job.spec_hash, {}).get("latest", 0) + 1, run_id=run_id, status="pending",
+                  spec_json=json.dumps(job.spec, sort_keys=True), created_at=now(), harness_version=harness_version,
+                  versions_json=json.dumps(versions, sort_keys=True), **job.labels)
+        session.add(row)
+        session.flush()
+        return row.id
+
+    def survey(self, spec_hashes: list[str], run_id: int | None = None, stale_after: float = STALE_AFTER
+               ) -> dict[str, str]:
+        """spec hash -> what its attempts say now: "done", "running" (held by a live run
+        other than ``run_id``), "failed" (its latest attempt failed) or nothing (free to
+        take). Dead runs are reaped first."""
+        with self._writing() as session:
+            self._reap(session, stale_after)
+            live = set(session.scalars(select(Run.id).where(Run.status == "running")).all())
+            found: dict[str, tuple[int, str, int | None]] = {}
+            for start in range(0, len(spec_hashes), 500):
+                query = select(Job.spec_hash, Job.attempt, Job.status, Job.run_id).where(
+                    Job.spec_hash.in_(spec_hashes[start:start + 500]))
+                for spec_hash, attempt, status, job_run in session.execute(query):
+                    if status == "done":
+                        found[spec_hash] = (10**9, "done", job_run)
+                    elif found.get(spec_hash, (0,))[0] < attempt:
+                        found[spec_hash] = (attempt, status, job_run)
+        states = {}
+        for spec_hash, (_, status, job_run) in found.items():
+            if status == "done":
+                states[spec_hash] = "done"
+            elif status in UNFINISHED and job_run in live and job_run != run_id:
+                states[spec_hash] = "running"
+            elif status == "failed":
+                states[spec_hash] = "failed"
+        return states
 
     def latest_statuses(self, spec_hashes: list[str] | None = None) -> dict[str, str]:
         """spec hash -> status of its latest attempt ('done' if any attempt is done)."""
@@ -286,6 +334,15 @@ class Store:
         if spec_hashes is not None:
             return {h: statuses[h] for h in spec_hashes if h in statuses}
         return statuses
+
+    def resolved_revisions(self, spec_hashes: list[str]) -> dict[str, dict[str, str]]:
+        """spec hash -> the hub commits its latest done attempt recorded."""
+        if self.engine is None or not spec_hashes:
+            return {}
+        with self.session() as session:
+            rows = session.execute(select(Job.spec_hash, Job.resolved_json).where(
+                Job.spec_hash.in_(spec_hashes), Job.status == "done").order_by(Job.attempt)).all()
+        return {spec_hash: json.loads(resolved) for spec_hash, resolved in rows if resolved}
 
     # -- job attempts ---------------------------------------------------------------------
     def set_status(self, job_id: int, status: str, error: str | None = None, traceback: str | None = None,
@@ -308,7 +365,8 @@ class Store:
         later run has marked interrupted, raises StoreError and writes nothing)."""
         with self._writing() as session:
             values: dict[str, Any] = {"status": "done", "finished_at": now(),
-                                      "protocol_json": json.dumps(result.protocol, sort_keys=True, default=str)}
+                                      "protocol_json": json.dumps(result.protocol, sort_keys=True, default=str),
+                                      "resolved_json": json.dumps(result.resolved_revisions, sort_keys=True)}
             if worker:
                 values["worker"] = worker
             taken = session.execute(update(Job).where(Job.id == job_id, Job.status == "running").values(**values))
@@ -316,8 +374,8 @@ class Store:
                 raise StoreError(f"job {job_id} is not running (finished already, or marked by another run); "
                                  f"its results were not written")
             session.add_all(
-                MetricRow(job_id=job_id, name=m["name"], split=m.get("split", "test"), value=float(m["value"]),
-                          higher_is_better=bool(m["higher_is_better"])) for m in result.metrics
+                MetricRow(job_id=job_id, name=m.name, split=m.split, value=float(m.value),
+                          higher_is_better=bool(m.higher_is_better), spread=m.spread) for m in result.metrics
             )
             session.add_all(LayerStat(job_id=job_id, layer=l, name=n, value=float(v)) for l, n, v in result.layer_stats)
             session.add_all(

@@ -8,7 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from harness.task import file_sha256
+from harness.task import MissingSplitError, file_sha256
 
 EMBEDDED_DATA = Path(__file__).parent / "data"
 
@@ -36,7 +36,7 @@ def load_split(params: dict[str, Any], split: str, embedded_files: dict[str, str
     files = params.get("data_files") or embedded_files
     if files:
         if split not in files:
-            raise ValueError(f"data_files has no '{split}' split (has: {', '.join(sorted(files))})")
+            raise MissingSplitError(f"data_files has no '{split}' split (has: {', '.join(sorted(files))})")
         return read_jsonl(files[split])
     return load_hub_split(params["hub_id"], params.get("hub_config") or None, params.get("revision") or None, split)
 

@@ -9,18 +9,23 @@ import torch
 from transformers import GenerationConfig, StoppingCriteria, StoppingCriteriaList
 
 from harness.adapters import context_length
-from harness.task import IGNORE_INDEX, EvalResult, Metric, Task, TrainExample
+from harness.params import Param
+from harness.task import IGNORE_INDEX, EvalResult, Task, TokenizedExample
+from harness.types import Metric
 from tasks._data import files_identity, hub_identity, load_split
 
 # Parameters every generation task takes (a subclass adds or overrides entries).
 COMMON_DEFAULTS: dict[str, Any] = {
-    "hub_id": None,
-    "hub_config": None,
-    "revision": "refs/convert/parquet",  # the hub's parquet conversion (script datasets no longer load)
-    "data_files": None,  # {split: path} of local JSON lines in the hub schema; None = hub/embedded
-    "train_split": "train",
-    "eval_split": "test",
-    "max_train_examples": 0,  # 0 = all
+    "hub_id": Param(None, "Hugging Face dataset id", kind=str),
+    "hub_config": Param(None, "dataset config name", kind=str),
+    "revision": Param("refs/convert/parquet", "dataset revision (the hub's parquet conversion: script datasets no "
+                                              "longer load)", kind=str),
+    "data_files": Param(None, "{split: path} of local JSON lines in the hub schema (None: hub or embedded data)",
+                        kind=dict),
+    "train_split": Param("train", "split the model is fine-tuned on"),
+    "eval_split": Param("test", "split the reported metrics are computed on"),
+    "validation_split": Param("validation", "split choices read (its first eval.validation_examples examples)"),
+    "max_train_examples": Param(0, "training examples used", minimum=1, off=0, off_doc="all"),
 }
 
 
@@ -182,7 +187,7 @@ class GenerationTask(Task):
             return (body + tail)[-budget:]
         return (body[:keep] if self.truncate_prompt == "end" else body[-keep:]) + tail
 
-    def encode_example(self, tokenizer: Any, row: dict[str, Any], max_length: int) -> TrainExample:
+    def encode_example(self, tokenizer: Any, row: dict[str, Any], max_length: int) -> TokenizedExample:
         """prompt + target + eos, loss on target + eos only; within ``max_length``.
 
         The target is kept whole when it fits with at least half of ``max_length`` left
@@ -193,22 +198,24 @@ class GenerationTask(Task):
         room = max_length - min(prompt_len, max_length // 2)
         target = target[:room]
         prompt = self.encode_prompt(tokenizer, row, max_length - len(target))
-        return TrainExample(input_ids=prompt + target, labels=[IGNORE_INDEX] * len(prompt) + target)
+        return TokenizedExample(input_ids=prompt + target, labels=[IGNORE_INDEX] * len(prompt) + target)
 
-    def train_examples(self, tokenizer: Any, max_length: int) -> list[TrainExample]:
+    def train_examples(self, tokenizer: Any, max_length: int) -> list[TokenizedExample]:
         rows = self.train_rows(self.params["train_split"])
         if self.params.get("max_train_examples"):
             rows = rows[: self.params["max_train_examples"]]
         return [self.encode_example(tokenizer, row, max_length) for row in rows]
 
-    def eval_texts(self, tokenizer: Any, max_length: int, max_examples: int) -> list[TrainExample]:
+    def eval_texts(self, tokenizer: Any, max_length: int, max_examples: int) -> list[TokenizedExample]:
         rows = self.train_rows(self.params["eval_split"])
         return [self.encode_example(tokenizer, row, max_length) for row in rows[: max_examples or None]]
 
     # -- evaluation -------------------------------------------------------------------
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, settings: dict[str, Any], device: torch.device) -> EvalResult:
-        split = self.params["eval_split"]
-        rows = self.eval_rows(split)[: settings.get("max_examples") or None]
+    def evaluate(self, model: torch.nn.Module, tokenizer: Any, settings: dict[str, Any], device: torch.device,
+                 role: str = "test", max_length: int = 0) -> EvalResult:
+        split = self.split_for(role)
+        limit = settings.get("max_examples") if role == "test" else settings["validation_examples"]
+        rows = self.eval_rows(split)[: limit or None]
         max_new = int(settings["max_new_tokens"])
         context = model_context(model)
         if max_new >= context:

@@ -10,14 +10,16 @@ import torch
 import torch.nn.functional as F
 
 from harness.adapters import context_length
-from harness.task import EvalResult, Metric, Task, TrainExample
+from harness.params import Param
+from harness.task import EvalResult, Task, TokenizedExample
+from harness.types import Metric
 
 
-def chunk_tokens(ids: list[int], block: int) -> list[TrainExample]:
+def chunk_tokens(ids: list[int], block: int) -> list[TokenizedExample]:
     """Consecutive blocks of ``block`` tokens (the tail shorter than a block is dropped
     unless it is all there is); loss on every token."""
     blocks = [ids[i : i + block] for i in range(0, len(ids) - block + 1, block)] or [ids[:block]]
-    return [TrainExample(input_ids=b, labels=list(b)) for b in blocks]
+    return [TokenizedExample(input_ids=b, labels=list(b)) for b in blocks]
 
 
 def window_spans(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
@@ -80,14 +82,16 @@ class LanguageModelingTask(Task):
     """Base for language-modeling tasks: subclasses provide ``texts(split)``."""
 
     task_type = "language_modeling"
+    headline_metric = "perplexity"
     # Parameters every language-modeling task has; subclasses add their data source.
     lm_defaults: dict[str, Any] = {
-        "train_split": "train",
-        "eval_split": "test",
-        "max_train_examples": 0,  # 0 = all training blocks
-        "max_eval_tokens": 0,  # 0 = the whole split
-        "window": 0,  # 0 = the model's context length
-        "stride": 0,  # 0 = window / 2
+        "train_split": Param("train", "split the model is fine-tuned on"),
+        "eval_split": Param("test", "split the reported perplexity is computed on"),
+        "validation_split": Param("validation", "split choices read (capped by eval.validation_examples blocks)"),
+        "max_train_examples": Param(0, "training blocks used", minimum=1, off=0, off_doc="all"),
+        "max_eval_tokens": Param(0, "test tokens scored", minimum=2, off=0, off_doc="the whole split"),
+        "window": Param(0, "sliding-window length", minimum=2, off=0, off_doc="the model's context length"),
+        "stride": Param(0, "sliding-window stride", minimum=1, off=0, off_doc="window / 2"),
     }
     train_defaults = {"max_length": 1024}
     separator = "\n\n"  # documents of a split are joined by this before tokenization
@@ -103,26 +107,28 @@ class LanguageModelingTask(Task):
             cache[key] = tokenizer(self.separator.join(self.texts(split)), verbose=False)["input_ids"]
         return cache[key]
 
-    def train_examples(self, tokenizer: Any, max_length: int) -> list[TrainExample]:
+    def train_examples(self, tokenizer: Any, max_length: int) -> list[TokenizedExample]:
         examples = chunk_tokens(self._ids(tokenizer, self.params["train_split"]), max_length)
         limit = self.params.get("max_train_examples") or len(examples)
         return examples[:limit]
 
-    def eval_texts(self, tokenizer: Any, max_length: int, max_examples: int) -> list[TrainExample]:
+    def eval_texts(self, tokenizer: Any, max_length: int, max_examples: int) -> list[TokenizedExample]:
         return chunk_tokens(self._ids(tokenizer, self.params["eval_split"]), max_length)[:max_examples]
 
-    def evaluate(self, model, tokenizer, settings: dict[str, Any], device: torch.device) -> EvalResult:
+    def evaluate(self, model, tokenizer, settings: dict[str, Any], device: torch.device, role: str = "test",
+                 max_length: int = 0) -> EvalResult:
         context = context_length(model.config, default=1024)
         window = min(self.params["window"] or context, context)
         stride = self.params["stride"] or window // 2
         if not 0 < stride <= window:
             raise ValueError(f"stride must be in (0, window={window}], got {stride}")
-        ids = self._ids(tokenizer, self.params["eval_split"])
-        if self.params.get("max_eval_tokens"):
-            ids = ids[: self.params["max_eval_tokens"]]
+        split = self.split_for(role)
+        ids = self._ids(tokenizer, split)
+        limit = self.params.get("max_eval_tokens") if role == "test" else settings["validation_examples"] * (max_length or window)
+        if limit:
+            ids = ids[:limit]
         nll, scored = sliding_window_nll(model, ids, window, stride, settings["batch_size"], device)
         loss = nll / scored
-        split = self.params["eval_split"]
         return EvalResult(
             metrics=[
                 Metric("perplexity", math.exp(loss), higher_is_better=False, split=split),

@@ -22,6 +22,7 @@ class SummarizationTask(GenerationTask):
     summary_column: ClassVar[str] = "summary"
     separator = "\nSummary:"
     metric_definitions = ROUGE_DEFINITIONS
+    headline_metric = "rougeL"
 
     @property
     def prompt_format(self) -> str:  # type: ignore[override]

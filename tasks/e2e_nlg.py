@@ -17,6 +17,7 @@ class E2ENLG(GenerationTask):
     eval_defaults = {"max_new_tokens": 80}  # test references: p95 56 tokens (8K BPE), max 74
     separator = "\nDescription:"
     prompt_format = "{meaning_representation}\\nDescription: -> ' ' + {human_reference}"
+    headline_metric = "bleu"
     metric_definitions = {
         "bleu": "sacrebleu corpus BLEU (0-100), 13a tokenization, all references of each unique MR",
         "rougeL": "mean over unique MRs of the best ROUGE-L F-measure x 100 among its references (rouge_score, stemmer)",

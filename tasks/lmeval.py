@@ -10,8 +10,10 @@ from typing import Any
 import numpy as np
 import torch
 
+from harness.params import Param
 from harness.registry import TASKS
-from harness.task import EvalResult, Metric, Task, file_sha256
+from harness.task import EvalResult, Task, file_sha256
+from harness.types import Metric
 
 
 def lm_eval_version() -> str | None:
@@ -27,10 +29,12 @@ class LmEval(Task):
 
     task_type = "evaluation_only"
     defaults: dict[str, Any] = {
-        "include_path": None,  # a folder of task YAMLs (local tasks, offline); None = lm-eval's built-ins only
-        "include_defaults": None,  # also index lm-eval's built-ins (~10 s); None = only without include_path
-        "num_fewshot": None,  # None = the task's own default
-        "bootstrap_iters": 0,  # stderr bootstrap resamples; 0 = skip (it is slow)
+        "include_path": Param(None, "a folder of task YAMLs (local tasks, offline); None = lm-eval's built-ins only",
+                              kind=str),
+        "include_defaults": Param(None, "also index lm-eval's built-ins (~10 s); None = only without include_path",
+                                  kind=bool),
+        "num_fewshot": Param(None, "few-shot examples; None = the task's own default", kind=int, minimum=0),
+        "bootstrap_iters": Param(0, "stderr bootstrap resamples", minimum=1, off=0, off_doc="skip (it is slow)"),
     }
 
     @property
@@ -58,7 +62,11 @@ class LmEval(Task):
     def eval_texts(self, tokenizer: Any, max_length: int, max_examples: int):
         raise TypeError(f"{self.name} is evaluation-only: redundancy analyses use the job's own task")
 
-    def evaluate(self, model: torch.nn.Module, tokenizer: Any, settings: dict[str, Any], device: torch.device) -> EvalResult:
+    def split_for(self, role: str) -> str | None:
+        return None if role == "validation" else "lm-eval"  # lm-eval picks its own split; no validation role
+
+    def evaluate(self, model: torch.nn.Module, tokenizer: Any, settings: dict[str, Any], device: torch.device,
+                 role: str = "test", max_length: int = 0) -> EvalResult:
         from lm_eval import simple_evaluate
         from lm_eval.models.huggingface import HFLM
         from lm_eval.tasks import TaskManager

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.params import Param
 from harness.registry import TASKS
+from tasks._generation import COMMON_DEFAULTS
 from tasks._data import EMBEDDED_DATA
 from tasks.wikisql import WikiSQL
 
@@ -17,16 +19,15 @@ class SqlEmbedded(WikiSQL):
 
     generated_data = True
     defaults: dict[str, Any] = {
-        "data_files": None,  # None = the embedded files (tasks/data/sql); or {split: path} in the WikiSQL hub schema
-        "train_split": "train",
-        "eval_split": "test",
-        "max_train_examples": 0,
+        "data_files": Param(None, "{split: path} in the WikiSQL hub schema (None: the embedded files, tasks/data/sql)",
+                            kind=dict),
+        **{key: COMMON_DEFAULTS[key] for key in ("train_split", "eval_split", "validation_split", "max_train_examples")},
     }
     embedded_files = SQL_FILES
     eval_defaults = {"max_new_tokens": 64}  # test SQL: max 50 tokens with eos
 
-    def evaluate(self, model, tokenizer, settings, device):
-        result = super().evaluate(model, tokenizer, settings, device)
+    def evaluate(self, model, tokenizer, settings, device, role="test", max_length=0):
+        result = super().evaluate(model, tokenizer, settings, device, role, max_length)
         if not self.params.get("data_files"):
             result.protocol["generated_data"] = "GENERATED: synthetic tables and template questions (tasks/build_data.py), not WikiSQL"
         return result

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.params import Param
 from harness.registry import TASKS
+from tasks._generation import COMMON_DEFAULTS
 from tasks._data import EMBEDDED_DATA
 from tasks._summarization import SummarizationTask
 
@@ -16,10 +18,9 @@ class SummEmbedded(SummarizationTask):
     """Lead-sentence summarization of real text (embedded): Wikipedia paragraph or news article minus its first sentence -> that sentence; ROUGE."""
 
     defaults: dict[str, Any] = {
-        "data_files": None,  # None = the embedded files (tasks/data/summ); or {split: path} with document/summary
-        "train_split": "train",
-        "eval_split": "test",
-        "max_train_examples": 0,
+        "data_files": Param(None, "{split: path} of JSON lines with document/summary (None: the embedded files, "
+                                  "tasks/data/summ)", kind=dict),
+        **{key: COMMON_DEFAULTS[key] for key in ("train_split", "eval_split", "validation_split", "max_train_examples")},
     }
     embedded_files = SUMM_FILES
     eval_defaults = {"max_new_tokens": 80}  # test leads: p95 60 tokens, max 102 (rare long leads are cut)

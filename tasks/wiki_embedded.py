@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.registry import TASKS
+from harness.task import MissingSplitError
 from tasks._data import EMBEDDED_DATA, files_identity, read_jsonl
 from tasks._lm import LanguageModelingTask
 
@@ -23,4 +24,6 @@ class WikiEmbedded(LanguageModelingTask):
         return files_identity(WIKI_FILES, embedded=True)
 
     def texts(self, split: str) -> list[str]:
+        if split not in WIKI_FILES:
+            raise MissingSplitError(f"wiki-embedded has no '{split}' split (has: {', '.join(WIKI_FILES)})")
         return [row["text"] for row in read_jsonl(WIKI_FILES[split])]

@@ -28,6 +28,7 @@ class WikiSQL(GenerationTask):
         "LoRA-style rows: {context} -> {completion}; hub-schema rows: "
         "'table: {table.id}\\ncolumns: {header joined by \", \"}\\nQ: {question}\\nA:' -> ' ' + {sql.human_readable}"
     )
+    headline_metric = "exact_match"  # the paper's WikiSQL metric
     metric_definitions = {
         "exact_match": "percent of predictions equal to the reference after tasks._metrics.normalize_sql "
                        "(quotes unified, spacing around ( ) , and operators normalized, whitespace collapsed, lower-cased)",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.params import Param
 from harness.registry import TASKS
 from tasks._data import files_identity, hub_identity, load_split
 from tasks._lm import LanguageModelingTask
@@ -14,10 +15,11 @@ class WikiText(LanguageModelingTask):
     """WikiText (default wikitext-103-raw-v1): language modeling, token-level sliding-window perplexity over the split's rows joined by blank lines."""
 
     defaults: dict[str, Any] = {
-        "hub_id": "Salesforce/wikitext",  # "wikitext" redirects here; natively parquet, so revision main
-        "hub_config": "wikitext-103-raw-v1",  # or wikitext-2-raw-v1, wikitext-2-v1, ...
-        "revision": "main",
-        "data_files": None,  # {split: path} of JSON lines with a "text" column (rows as the hub's)
+        # "wikitext" redirects to Salesforce/wikitext, natively parquet, so revision main
+        "hub_id": Param("Salesforce/wikitext", "Hugging Face dataset id"),
+        "hub_config": Param("wikitext-103-raw-v1", "or wikitext-2-raw-v1, wikitext-2-v1, ..."),
+        "revision": Param("main", "dataset revision"),
+        "data_files": Param(None, "{split: path} of JSON lines with a \"text\" column (rows as the hub's)", kind=dict),
         **LanguageModelingTask.lm_defaults,
     }
     # The hub rows are the lines of the original files (headings and paragraphs end with
@@ -30,8 +32,8 @@ class WikiText(LanguageModelingTask):
             return files_identity(self.params["data_files"])
         return hub_identity(self.params)
 
-    def evaluate(self, model, tokenizer, settings: dict[str, Any], device) -> Any:
-        result = super().evaluate(model, tokenizer, settings, device)
+    def evaluate(self, model, tokenizer, settings: dict[str, Any], device, role: str = "test", max_length: int = 0) -> Any:
+        result = super().evaluate(model, tokenizer, settings, device, role, max_length)
         result.protocol["data"] = self.data_identity()
         return result
 

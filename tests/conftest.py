@@ -78,4 +78,5 @@ def tiny_matrix(tiny_model_dir) -> dict:
         "seeds": [0],
         "train": {"steps": 10, "batch_size": 4, "max_length": 64},
         "eval": {"batch_size": 4},
+        "pretrained_baseline": False,  # tests of the pretrained row turn it on
     }

@@ -17,7 +17,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import OperationalError
 
-from results.store import JobResult, PendingJob, Store, database_url
+from harness.types import JobResult, Metric
+from results.store import PendingJob, Store, database_url
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,8 +69,8 @@ def pending(name: str) -> PendingJob:
 
 
 def result(value: float = 1.0, metrics: int = 3) -> JobResult:
-    return JobResult(metrics=[{"name": f"m{i}", "value": value, "higher_is_better": True, "split": "test"}
-                              for i in range(metrics)], curves=[(1, "loss", 2.0)], layer_stats=[(0, "kept", 3.0)])
+    return JobResult(metrics=[Metric(f"m{i}", value, True, "test") for i in range(metrics)], curves=[(1, "loss", 2.0)],
+                     layer_stats=[(0, "kept", 3.0)])
 
 
 def write_many(url: str, writer: int, jobs: int) -> None:

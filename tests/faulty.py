@@ -21,7 +21,7 @@ class Slow(Random):
 
     defaults = {"sleep": 0.5}
 
-    def regularizer(self, pruner: Any, step: int, kept_fraction: float) -> torch.Tensor | None:
+    def regularizer(self, context: Any, kept_fraction: float) -> torch.Tensor | None:
         time.sleep(self.params["sleep"])
         return None
 
@@ -30,8 +30,8 @@ class Slow(Random):
 class Crash(Random):
     """Kills its own process with SIGKILL at training step 2, as the kernel's OOM killer would."""
 
-    def regularizer(self, pruner: Any, step: int, kept_fraction: float) -> torch.Tensor | None:
-        if step == 2:
+    def regularizer(self, context: Any, kept_fraction: float) -> torch.Tensor | None:
+        if context.step == 2:
             os.kill(os.getpid(), signal.SIGKILL)
         return None
 
@@ -40,5 +40,5 @@ class Crash(Random):
 class NaN(Random):
     """A regularizer that returns NaN at step 3."""
 
-    def regularizer(self, pruner: Any, step: int, kept_fraction: float) -> torch.Tensor | None:
-        return torch.tensor(float("nan")) if step == 3 else None
+    def regularizer(self, context: Any, kept_fraction: float) -> torch.Tensor | None:
+        return torch.tensor(float("nan")) if context.step == 3 else None

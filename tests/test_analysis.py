@@ -13,16 +13,21 @@ from transformers import AutoModelForCausalLM
 from torch.func import functional_call
 
 from harness.adapters import ffn_layers
-from harness.analysis import Analysis, LayerAnalysis, analyze_model, redundancy
+from harness.analysis import Analysis, LayerAnalysis, analyze_model
 from harness.cli import main
 from harness.registry import METHODS
-from harness.task import TrainExample
-from harness.train import collate
+from harness.similarity import redundant_and_max_cos
+from harness.task import TokenizedExample, collate
 from tests.conftest import write_matrix, sqlite_rows
 
 
-def gram_of(activations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    return activations.T @ activations, (activations**2).sum(0)
+def gram_of(activations: np.ndarray) -> np.ndarray:
+    return activations.T @ activations
+
+
+def redundancy(gram: np.ndarray, threshold: float) -> tuple[int, np.ndarray]:
+    redundant, max_abs = redundant_and_max_cos(torch.from_numpy(gram), threshold)
+    return redundant, max_abs.numpy()
 
 
 def test_group_of_three_identical_neurons_counts_two_redundant():
@@ -30,9 +35,9 @@ def test_group_of_three_identical_neurons_counts_two_redundant():
     base = np.eye(40)[:, :6]  # six orthogonal neurons over 40 tokens
     activations = np.concatenate([base, base[:, [2, 2, 2]] * [1.0, 3.0, 0.5]], axis=1)  # neuron 2 + 3 twins (scaled)
     activations += 1e-9 * rng.standard_normal(activations.shape)
-    redundant, max_abs = redundancy(*gram_of(activations), threshold=0.8)
+    redundant, max_abs = redundancy(gram_of(activations), threshold=0.8)
     assert redundant == 3  # a group of four: k - 1
-    redundant, _ = redundancy(*gram_of(activations[:, :8]), threshold=0.8)  # neuron 2 and two twins
+    redundant, _ = redundancy(gram_of(activations[:, :8]), threshold=0.8)  # neuron 2 and two twins
     assert redundant == 2
     assert max_abs[2] == pytest.approx(1.0, abs=1e-6) and max_abs[0] == pytest.approx(0.0, abs=1e-6)
 
@@ -40,13 +45,13 @@ def test_group_of_three_identical_neurons_counts_two_redundant():
 def test_signed_cosine_opposite_neurons_are_not_redundant_but_have_high_max_abs_cos():
     a = np.eye(10)[:, :3]
     activations = np.concatenate([a, -a[:, [0]]], axis=1)
-    redundant, max_abs = redundancy(*gram_of(activations), threshold=0.8)
+    redundant, max_abs = redundancy(gram_of(activations), threshold=0.8)
     assert redundant == 0  # cos = -1: the reference's convention uses the signed cosine
     assert max_abs[0] == pytest.approx(1.0, abs=1e-6)
 
 
 def test_orthogonal_activations_give_uniqueness_one():
-    redundant, max_abs = redundancy(*gram_of(np.eye(32)[:, :16] * 2.5), threshold=0.8)
+    redundant, max_abs = redundancy(gram_of(np.eye(32)[:, :16] * 2.5), threshold=0.8)
     layer = LayerAnalysis(0, list(range(16)), np.zeros(16), max_abs, redundant)
     assert redundant == 0 and layer.uniqueness == 1.0
     assert np.allclose(max_abs, 0.0, atol=1e-9)
@@ -56,9 +61,9 @@ def test_model_uniqueness_is_pooled_not_a_mean_of_layer_ratios():
     layers = [LayerAnalysis(0, [0, 1], np.ones(2), np.zeros(2), 1), LayerAnalysis(1, list(range(8)), np.ones(8), np.zeros(8), 0)]
     analysis = Analysis(layers, 0.8, "reference", examples=4, tokens=10)
     assert analysis.uniqueness == pytest.approx(1 - 1 / 10)  # mean of ratios would be 0.75
-    metrics = {m["name"]: m for m in analysis.metrics()}
-    assert metrics["uniqueness"]["split"] == "analysis" and metrics["uniqueness"]["higher_is_better"]
-    assert metrics["redundant_neurons"]["value"] == 1 and metrics["sensitivity_total"]["value"] == 10
+    metrics = {m.name: m for m in analysis.metrics()}
+    assert metrics["uniqueness"].split == "analysis" and metrics["uniqueness"].higher_is_better
+    assert metrics["redundant_neurons"].value == 1 and metrics["sensitivity_total"].value == 10
 
 
 # -- on a real (tiny) model ---------------------------------------------------------------
@@ -69,7 +74,7 @@ def model_and_examples(tiny_model_dir):
     examples = []
     for i in range(7):  # ragged lengths (padding) and prompt tokens without loss
         ids = torch.randint(1, model.config.vocab_size, (10 + 3 * i,), generator=generator).tolist()
-        examples.append(TrainExample(ids, [-100] * 4 + ids[4:]))
+        examples.append(TokenizedExample(ids, [-100] * 4 + ids[4:]))
     return model, examples
 
 
@@ -138,7 +143,7 @@ rows = sqlite_rows
 def analysed_run(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("analysis")
     methods = ["random"] + ([{"name": "gum", "params": {"lambda_u": 1.0}}] if "gum" in METHODS else [])
-    matrix = {"name": "analysis", "models": [str(tiny_model_dir)],
+    matrix = {"name": "analysis", "pretrained_baseline": False, "models": [str(tiny_model_dir)],
               "tasks": [{"name": "wiki-embedded", "max_train_examples": 16, "max_eval_tokens": 300}],
               "methods": methods, "sparsities": [0.75], "seeds": [0],
               "train": {"steps": 8, "batch_size": 4, "max_length": 64},

@@ -56,7 +56,7 @@ def pruner_with(model, method: str, sparsity: float, params: dict | None = None)
     cls = METHODS.get(method)
     instance = cls(resolve_params(method, params or {}, cls.defaults, cls.required), seed=0)
     pruner = FFNPruner(model, instance, CubicSchedule(10, 1.0 - sparsity))
-    instance.attach(pruner)
+    pruner.attach()
     return pruner
 
 

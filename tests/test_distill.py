@@ -12,7 +12,8 @@ from sqlalchemy import create_engine, text
 import harness.distill
 from harness.cli import main
 from harness.config import load_matrix
-from harness.distill import distillation_loss, teacher_spec
+from harness.distill import distillation_loss
+from harness.spec import teacher_spec
 from harness.task import IGNORE_INDEX
 from tests.conftest import write_matrix
 

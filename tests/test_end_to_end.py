@@ -20,7 +20,7 @@ rows = sqlite_rows
 def finished(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("e2e")
     matrix = {
-        "name": "tiny", "models": [str(tiny_model_dir)],
+        "name": "tiny", "pretrained_baseline": False, "models": [str(tiny_model_dir)],
         "tasks": [{"name": "wiki-embedded", "max_train_examples": 16, "max_eval_tokens": 600}],
         "methods": ["random", "magnitude"], "sparsities": [0.5, 0.9], "seeds": [0],
         "train": {"steps": 8, "batch_size": 4, "max_length": 64}, "eval": {"batch_size": 4},

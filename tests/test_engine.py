@@ -23,7 +23,7 @@ def random_gpt2(n_layer: int = 3, n_inner: int = 48, seed: int = 0) -> GPT2LMHea
 def pruner_for(model, method_name: str, sparsity: float, seed: int = 0, steps: int = 10) -> FFNPruner:
     method = METHODS.get(method_name)({}, seed)
     pruner = FFNPruner(model, method, CubicSchedule(steps, 1.0 - sparsity))
-    method.attach(pruner)
+    pruner.attach()
     return pruner
 
 
@@ -63,7 +63,7 @@ def test_magnitude_keeps_largest_norms_with_index_ties():
     keep = pruner.finalize()[0].tolist()
     assert keep == [0, 2, 5, 7]
     # ties: keep 5 of 8 -> the three 1.0s compete for one place; index 1 wins
-    keep5 = select_local(METHODS.get("magnitude")({}, 0).scores(pruner), 5 / 8)[0].nonzero().flatten().tolist()
+    keep5 = select_local(METHODS.get("magnitude")({}, 0).scores(pruner.context), 5 / 8)[0].nonzero().flatten().tolist()
     assert keep5 == [0, 1, 2, 5, 7]
 
 
@@ -74,7 +74,7 @@ def test_magnitude_uses_output_column_too():
         layer.module.c_fc.weight.zero_()
         layer.module.c_proj.weight.zero_()
         layer.module.c_proj.weight[3, 0] = 10.0  # Conv1D c_proj: row i is neuron i
-    scores = METHODS.get("magnitude")({}, 0).scores(pruner_for(model, "magnitude", 0.5))[0]
+    scores = METHODS.get("magnitude")({}, 0).scores(pruner_for(model, "magnitude", 0.5).context)[0]
     assert scores.argmax().item() == 3 and scores[3].item() == pytest.approx(10.0)
 
 
@@ -128,12 +128,14 @@ def test_masks_follow_schedule_during_updates():
     model = random_gpt2()
     pruner = pruner_for(model, "magnitude", 0.75, steps=100)
     for step in (1, 10, 40, 71, 100):
-        v = pruner.update(step)
+        v = pruner.before_step(step, None)
         assert [int(k.sum()) for k in pruner.keep] == [kept_count(v, 48)] * 3
     assert math.isclose(v, 0.25)
 
 
-def test_dense_method_installs_no_hooks():
-    model = random_gpt2()
-    pruner = pruner_for(model, "dense", 0.0)
-    assert pruner._hooks == [] and pruner.update(5) == 1.0
+def test_dense_jobs_prune_nothing():
+    from harness.pruning import NoPruning
+
+    pruner = NoPruning()
+    assert pruner.before_step(5, None) == 1.0 and pruner.penalty(1.0) is None and pruner.sparsity == 0.0
+    assert "dense" not in METHODS  # a baseline, not a method

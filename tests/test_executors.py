@@ -13,9 +13,11 @@ from sqlalchemy import text
 
 from harness.cli import main
 from harness.config import load_matrix
-from harness.executors import LocalExecutor, ProcessExecutor, RayExecutor, with_dependencies
+from harness.executors import LocalExecutor, ProcessExecutor, RayExecutor
+from harness.executors.base import with_dependencies
 from harness.progress import Reporter
-from harness.runner import Execution, run_matrix, select_jobs
+from harness.job import Execution
+from harness.orchestrate import run_matrix, select_jobs
 from harness.spec import JobSpec
 from results.store import Store
 from tests import faulty  # noqa: F401  (registers the test-only methods here too, for matrix validation)
@@ -51,7 +53,7 @@ def ray_instance():
 def matrix(tmp_path_factory, tiny_model_dir):
     folder = tmp_path_factory.mktemp("executors")
     return load_matrix(write_matrix(folder, {
-        "name": "executors", "models": [str(tiny_model_dir)],
+        "name": "executors", "pretrained_baseline": False, "models": [str(tiny_model_dir)],
         "tasks": [{"name": "wiki-embedded", "max_train_examples": 16, "max_eval_tokens": 400}],
         "methods": ["random", "magnitude"], "sparsities": [0.5], "seeds": [0],
         "train": {"steps": 6, "batch_size": 4, "max_length": 64},
@@ -117,7 +119,7 @@ def test_workers_and_progress_are_recorded(runs):
 
 def test_ray_worker_death_fails_the_job(ray_instance, tmp_path, tiny_model_dir):
     crash = load_matrix(write_matrix(tmp_path, {
-        "name": "crash", "models": [str(tiny_model_dir)], "dense_baseline": False,
+        "name": "crash", "pretrained_baseline": False, "models": [str(tiny_model_dir)], "dense_baseline": False,
         "tasks": [{"name": "wiki-embedded", "max_train_examples": 16, "max_eval_tokens": 400}],
         "methods": ["test-crash"], "sparsities": [0.5], "train": {"steps": 6, "batch_size": 4, "max_length": 64},
         "eval": {"analysis_examples": 0, "speed_repeats": 0},
@@ -133,7 +135,7 @@ def test_ray_worker_death_fails_the_job(ray_instance, tmp_path, tiny_model_dir):
 def missing_model_matrix(tmp_path):
     """Jobs that fail at once (the model is nowhere): dependency handling without training."""
     return load_matrix(write_matrix(tmp_path, {
-        "name": "missing", "models": ["some-org/not-on-this-machine"], "tasks": ["wiki-embedded"],
+        "name": "missing", "pretrained_baseline": False, "models": ["some-org/not-on-this-machine"], "tasks": ["wiki-embedded"],
         "methods": ["random"], "sparsities": [0.5], "train": {"steps": 2}}))
 
 

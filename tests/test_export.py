@@ -61,7 +61,7 @@ def finished_run(tmp_path_factory, tiny_model_dir):
     from tests.conftest import write_matrix
 
     folder = tmp_path_factory.mktemp("export-run")
-    matrix = {"name": "export", "models": [str(tiny_model_dir)],
+    matrix = {"name": "export", "pretrained_baseline": False, "models": [str(tiny_model_dir)],
               "tasks": [{"name": "wiki-embedded", "max_train_examples": 16, "max_eval_tokens": 400}],
               "methods": ["random", {"name": "gum", "params": {"lambda_u": 1.0}}], "sparsities": [0.5],
               "train": {"steps": 8, "batch_size": 4, "max_length": 64},
@@ -161,7 +161,7 @@ def test_exported_non_uniform_model_runs_as_a_matrix_model(finished_run, tmp_pat
     spec_hash = _rows(db, "select spec_hash from jobs where method = 'gum'")[0][0]
     out = tmp_path / "gum-export"
     assert main(["export", spec_hash, "--out", str(out), "--db", str(db)]) == 0
-    matrix = {"name": "again", "models": [str(out)],
+    matrix = {"name": "again", "pretrained_baseline": False, "models": [str(out)],
               "tasks": [{"name": "wiki-embedded", "max_train_examples": 8, "max_eval_tokens": 200}],
               "methods": ["magnitude"], "sparsities": [0.5], "dense_baseline": False,
               "train": {"steps": 4, "batch_size": 4, "max_length": 32},

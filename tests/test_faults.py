@@ -18,7 +18,8 @@ from harness.cli import main
 from harness.config import load_matrix
 from harness.executors import ProcessExecutor
 from harness.progress import Reporter
-from harness.runner import Execution, run_matrix
+from harness.job import Execution
+from harness.orchestrate import run_matrix
 from results.store import Store
 from tests import faulty  # noqa: F401  (registers the test-only methods in this process)
 from tests.conftest import write_matrix
@@ -56,7 +57,7 @@ def start(args: list[str], log: Path) -> subprocess.Popen:
 
 
 def small(tiny_model_dir: Path, methods: list, steps: int, **extra) -> dict:
-    return {"name": "faults", "models": [str(tiny_model_dir)], "dense_baseline": False, "methods": methods,
+    return {"name": "faults", "pretrained_baseline": False, "models": [str(tiny_model_dir)], "dense_baseline": False, "methods": methods,
             "tasks": [{"name": "wiki-embedded", "max_train_examples": 16, "max_eval_tokens": 300}],
             "sparsities": [0.5], "train": {"steps": steps, "batch_size": 4, "max_length": 64, **extra},
             "eval": {"batch_size": 4, "analysis_examples": 0, "speed_repeats": 0}}

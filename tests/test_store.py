@@ -110,7 +110,7 @@ def test_concurrent_writers_lose_nothing(db_url):
 
 def make_v1(url: str) -> None:
     """A database as schema version 1 wrote it: SQLite from a real v1 file's dump; on
-    PostgreSQL the current schema with the version-2 columns dropped."""
+    PostgreSQL the current schema with the columns of versions 2 and 3 dropped."""
     if url.startswith("sqlite"):
         connection = sqlite3.connect(url.removeprefix("sqlite:///"))
         connection.executescript(V1_DUMP.read_text())
@@ -120,7 +120,8 @@ def make_v1(url: str) -> None:
     engine = create_engine(database_url(url))
     with engine.begin() as connection:
         for table, column in [("runs", "executor"), ("runs", "pid"), ("runs", "heartbeat_at"), ("runs", "status"),
-                              ("jobs", "worker")]:
+                              ("jobs", "worker"), ("jobs", "spec_version"), ("jobs", "resolved_json"),
+                              ("metrics", "spread")]:
             connection.execute(text(f"alter table {table} drop column {column}"))
         connection.execute(text("update meta set value = '1'"))
         connection.execute(text("insert into runs (id, matrix_name, matrix_path, matrix_hash, host, started_at) "
@@ -143,6 +144,7 @@ def test_older_database_is_migrated(db_url):
     assert query(store, "select status, executor, pid from runs") == [("died", None, None)]
     assert query(store, "select id, status, worker from jobs order by id") == [(1, "done", None), (2, "running", None)]
     assert query(store, "select value from metrics where job_id = 1") == [(42.5,)]
+    assert query(store, "select spec_version from jobs order by id") == [(1,), (1,)]  # before spec versions
     # The v1 run that died mid-job: the next run's claim marks its job interrupted.
     run = store.start_run("tiny", "m.yaml", "h")
     store.claim(run, [], {}, "0")
