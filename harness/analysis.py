@@ -46,6 +46,10 @@ SETTINGS: dict[str, Param] = {
                                   maximum=1.0, min_open=True),
     "sensitivity": Param("reference", "reference: |Σ θ·∂L/∂θ| (the authors'); activation: |Σ a·∂L/∂a|",
                          choices=SENSITIVITY_KINDS),
+    # The absolute value is taken per backward pass, so the batch size changes the number: the
+    # reference's analysis runs its --batch_size (default 1) examples per pass.
+    "sensitivity_batch_size": Param(1, "examples per backward pass of the analysis (|Σ| is taken per pass)",
+                                    minimum=1),
 }
 SWITCH = "analysis_examples"
 
@@ -55,12 +59,12 @@ class AnalysisSettings:
     examples: int
     threshold: float = 0.8
     sensitivity: str = "reference"
-    batch_size: int = 8
+    batch_size: int = 1  # examples per backward pass
 
     @classmethod
     def from_section(cls, evaluation: dict[str, Any]) -> AnalysisSettings:
         return cls(int(evaluation.get(SWITCH) or 0), float(evaluation.get("uniqueness_threshold", 0.8)),
-                   evaluation.get("sensitivity", "reference"), int(evaluation.get("batch_size") or 8))
+                   evaluation.get("sensitivity", "reference"), int(evaluation.get("sensitivity_batch_size") or 1))
 
     @property
     def enabled(self) -> bool:
@@ -102,6 +106,7 @@ class Analysis:
     examples: int
     tokens: int  # non-padding tokens in the Gram matrices
     split: str = ""
+    batch_size: int = 1  # examples per backward pass
 
     @property
     def surviving(self) -> int:
@@ -161,6 +166,7 @@ class Analysis:
     def protocol(self) -> dict[str, Any]:
         return {"split": self.split, "examples": self.examples, "tokens": self.tokens,
                 "uniqueness_threshold": self.threshold, "sensitivity": self.sensitivity_kind,
+                "sensitivity_batch_size": self.batch_size,
                 "cosine": "signed, Gram over non-padding tokens, float64; i redundant if some j > i has cos >= threshold"}
 
 
@@ -190,7 +196,7 @@ def analyze_model(
     examples: list[TokenizedExample],
     pad_id: int,
     *,
-    batch_size: int = 8,
+    batch_size: int = 1,
     threshold: float = 0.8,
     sensitivity: str = "reference",
     neuron_ids: list[list[int]] | None = None,
@@ -272,7 +278,7 @@ def analyze_model(
         ids = neuron_ids[index] if neuron_ids is not None else list(range(acc.width))
         sens = (acc.sensitivity / len(examples)).cpu().numpy()
         results.append(LayerAnalysis(index, list(ids), sens, max_abs.cpu().numpy(), redundant))
-    return Analysis(results, threshold, sensitivity, len(examples), tokens_seen, split)
+    return Analysis(results, threshold, sensitivity, len(examples), tokens_seen, split, batch_size)
 
 
 # -- the job's entry point ----------------------------------------------------------------

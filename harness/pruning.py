@@ -61,6 +61,7 @@ class FFNPruner:
         self._token_mask: torch.Tensor | None = None  # (batch, seq) bool: non-padding tokens
         self._scores: list[nn.Parameter] | None = None
         self._hooks: list[Any] = []
+        self._sparsity: float | None = 0.0  # of the current masks; counted once per mask update
 
     # -- set-up ----------------------------------------------------------------------------
     def attach(self) -> list[dict[str, Any]]:
@@ -115,6 +116,7 @@ class FFNPruner:
             with torch.no_grad():
                 scores = self.method.scores(self.context)
                 self.keep = self.method.training_masks(self.context, scores, kept_fraction)
+            self._sparsity = None
         self.context._advance(step, kept_fraction, self.keep)
         self._masks = [keep.float() for keep in self.keep]
         self._token_mask = token_mask
@@ -130,7 +132,9 @@ class FFNPruner:
     def sparsity(self) -> float:
         """The fraction of FFN neurons the current masks remove (not the schedule's target:
         a threshold method may differ from it)."""
-        return 1.0 - sum(int(keep.sum()) for keep in self.keep) / sum(self.widths)
+        if self._sparsity is None:
+            self._sparsity = 1.0 - sum(int(keep.sum()) for keep in self.keep) / sum(self.widths)
+        return self._sparsity
 
     # -- the end of training ---------------------------------------------------------------
     def finalize(self) -> list[torch.Tensor]:
@@ -139,6 +143,7 @@ class FFNPruner:
         final = self.schedule.final_kept
         with torch.no_grad():
             self.keep = self.method.select(self.context, self.method.final_scores(self.context), final)
+        self._sparsity = None
         self.context._advance(self.context.step, final, self.keep)
         self._masks = [keep.float() for keep in self.keep]
         self._token_mask = None

@@ -91,8 +91,10 @@ class Task:
     registry_name: ClassVar[str] = ""
     task_type: ClassVar[str] = "generation"  # "language_modeling" | "generation" | "evaluation_only"
     generated_data: ClassVar[bool] = False  # True: the default data is generated; results are labelled so
-    # The one metric verdicts and claims use; the others are shown beside it.
+    # The one metric verdicts and claims use; the others are shown beside it. ``headline_metrics``:
+    # what a short leaderboard shows for the task (its headline metric first).
     headline_metric: ClassVar[str] = ""
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
     # Every task parameter: a default value or a harness.params.Param; a matrix entry may override any of them.
     defaults: ClassVar[dict[str, Any]] = {}
     required: ClassVar[tuple[str, ...]] = ()

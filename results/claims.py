@@ -51,7 +51,7 @@ import numpy as np
 import pandas as pd
 
 from results import queries
-from results.compare import context_spec, job_specs, resolve_metric, with_specs
+from results.compare import context_spec, families, headline_metric, job_specs, resolve_metric, with_specs
 from results.stats import ALPHA, BASELINE_METHODS, holm, paired_t, settings_diff, tost
 from results.store import Store
 
@@ -341,7 +341,7 @@ def claims(store: Store, task: str, model: str, margin: float = DEFAULT_MARGIN, 
     if metrics.empty:
         return pd.DataFrame(columns=CLAIM_COLUMNS)
     specs = job_specs(store, metrics["job_id"].drop_duplicates().tolist())
-    metric, split, higher = resolve_metric(metrics, task, specs=specs)
+    metric, split, higher = resolve_metric(metrics, task, specs=specs, headline=headline_metric(store, task))
     sign = 1.0 if higher else -1.0
     frame = _frame(store, metrics, metric, split)
     has_uniqueness = ((metrics["metric"] == UNIQUENESS[0]) & (metrics["split"] == UNIQUENESS[1])).any()
@@ -415,8 +415,6 @@ def claims_all(store: Store, task: str | None = None, model: str | None = None, 
                alpha: float = ALPHA) -> pd.DataFrame:
     """``claims`` for each (task, model) with done jobs; each is its own Holm family (as
     on the dashboard page, which shows one model and task)."""
-    from results.compare import families
-
     frames = [claims(store, t, m, margin, alpha) for t, m in families(store, task, model)]
     frames = [f for f in frames if not f.empty]
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=CLAIM_COLUMNS)

@@ -109,14 +109,7 @@ def with_specs(store: Store, frame: pd.DataFrame) -> pd.DataFrame:
 
 
 # -- which metric ------------------------------------------------------------------------------
-def headline_metric(task: str) -> str:
-    """The task class's ``headline_metric`` ("" when unset or the task is not registered)."""
-    try:
-        from harness.registry import TASKS
-
-        return getattr(TASKS.get(task), "headline_metric", "") or ""
-    except Exception:  # a task from a plugin not installed here
-        return ""
+headline_metric = queries.headline_metric
 
 
 def eval_split(metrics: pd.DataFrame, specs: dict[int, dict[str, Any]] | None = None) -> str:
@@ -137,18 +130,17 @@ def eval_split(metrics: pd.DataFrame, specs: dict[int, dict[str, Any]] | None = 
     return (non_validation or splits or ["test"])[0]
 
 
-def default_metric(metrics: pd.DataFrame, task: str, split: str) -> str | None:
+def default_metric(metrics: pd.DataFrame, split: str, headline: str = "") -> str | None:
     """The task's headline metric if it has results on ``split``, else the first task
     metric stored on that split."""
     on_split = metrics[metrics["split"] == split]
-    headline = headline_metric(task)
     if headline and headline in set(on_split["metric"]):
         return headline
     return on_split["metric"].iloc[0] if not on_split.empty else None
 
 
 def resolve_metric(metrics: pd.DataFrame, task: str, metric: str | None = None, split: str | None = None,
-                   specs: dict[int, dict[str, Any]] | None = None) -> tuple[str, str, bool]:
+                   specs: dict[int, dict[str, Any]] | None = None, headline: str = "") -> tuple[str, str, bool]:
     """(metric, split, higher_is_better) for one task's done metric rows; by default the
     headline metric on the eval split. Raises CompareError naming what exists."""
     if metrics.empty:
@@ -159,7 +151,7 @@ def resolve_metric(metrics: pd.DataFrame, task: str, metric: str | None = None, 
                            + ", ".join(sorted(set(metrics["split"]))))
     if metric is None:
         split = split or task_split
-        metric = default_metric(metrics, task, split)
+        metric = default_metric(metrics, split, headline)
         if metric is None:
             raise CompareError(f"task '{task}' has no metric on split '{split}'")
     else:
@@ -214,9 +206,9 @@ def comparisons(store: Store, task: str, model: str, metric: str | None = None, 
         return pd.DataFrame(columns=FAMILY_COLUMNS + COMPARISON_COLUMNS)
     if metric is None or split is None:
         specs = job_specs(store, metrics["job_id"].drop_duplicates().tolist())
-        metric, split, higher = resolve_metric(metrics, task, metric, split, specs)
+        metric, split, higher = resolve_metric(metrics, task, metric, split, specs, headline_metric(store, task))
     else:
-        metric, split, higher = resolve_metric(metrics, task, metric, split)
+        metric, split, higher = resolve_metric(metrics, task, metric, split, headline=headline_metric(store, task))
     frame = with_specs(store, metrics[(metrics["metric"] == metric) & (metrics["split"] == split)])
     result = paired_differences(frame, baseline, higher, alpha=alpha, settings=group_settings(frame))
     family = {"task": task, "model": model, "metric": metric, "split": split, "higher_is_better": higher,

@@ -14,6 +14,8 @@ from typing import Callable
 
 from sqlalchemy import Connection, text
 
+from results.schema import SCHEMA_VERSION, Base
+
 
 def _v1_to_v2(connection: Connection) -> None:
     """Run liveness (driver pid + heartbeat, so a later run can tell a dead run from a
@@ -48,8 +50,6 @@ STEPS: dict[int, Callable[[Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 def migrate(connection: Connection, from_version: int) -> None:
     """Upgrade to ``SCHEMA_VERSION`` inside the caller's transaction."""
-    from results.schema import SCHEMA_VERSION, Base
-
     for version in range(from_version, SCHEMA_VERSION):
         if version not in STEPS:
             raise RuntimeError(f"no migration from schema version {version} to {version + 1}")

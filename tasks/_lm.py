@@ -83,6 +83,7 @@ class LanguageModelingTask(Task):
 
     task_type = "language_modeling"
     headline_metric = "perplexity"
+    headline_metrics = ("perplexity",)
     # Parameters every language-modeling task has; subclasses add their data source.
     lm_defaults: dict[str, Any] = {
         "train_split": Param("train", "split the model is fine-tuned on"),

@@ -13,7 +13,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from tasks._sql import AGG_OPS, COND_OPS
+from tasks._sql import AGG_OPS, COND_OPS, Table, query_from_struct
 
 FIRST = ("Anna Ben Carla David Elena Felix Grace Hugo Irene Jonas Karin Leo Maria Nils Olga Pablo Rosa Samuel "
          "Tara Victor Wendy Yusuf Zoe Marco Lena Ivan Nora Omar Petra Raul").split()
@@ -188,8 +188,6 @@ def make_question(rng: random.Random, schema: Schema, table: dict[str, Any]) -> 
 
 def generate(n_examples: int, seed: int, id_prefix: str, questions_per_table: int = 5) -> list[dict[str, Any]]:
     """``n_examples`` WikiSQL-schema rows over fresh tables (table names ``<schema>_<prefix><n>``)."""
-    from tasks._sql import Table, query_from_struct
-
     rng = random.Random(seed)
     examples: list[dict[str, Any]] = []
     seen: set[tuple[str, str]] = set()

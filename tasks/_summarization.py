@@ -23,6 +23,7 @@ class SummarizationTask(GenerationTask):
     separator = "\nSummary:"
     metric_definitions = ROUGE_DEFINITIONS
     headline_metric = "rougeL"
+    headline_metrics = ("rougeL", "rouge1", "rouge2")
 
     @property
     def prompt_format(self) -> str:  # type: ignore[override]

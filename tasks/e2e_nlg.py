@@ -18,6 +18,7 @@ class E2ENLG(GenerationTask):
     separator = "\nDescription:"
     prompt_format = "{meaning_representation}\\nDescription: -> ' ' + {human_reference}"
     headline_metric = "bleu"
+    headline_metrics = ("bleu", "rougeL", "chrf")
     metric_definitions = {
         "bleu": "sacrebleu corpus BLEU (0-100), 13a tokenization, all references of each unique MR",
         "rougeL": "mean over unique MRs of the best ROUGE-L F-measure x 100 among its references (rouge_score, stemmer)",

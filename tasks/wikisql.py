@@ -29,6 +29,7 @@ class WikiSQL(GenerationTask):
         "'table: {table.id}\\ncolumns: {header joined by \", \"}\\nQ: {question}\\nA:' -> ' ' + {sql.human_readable}"
     )
     headline_metric = "exact_match"  # the paper's WikiSQL metric
+    headline_metrics = ("exact_match", "execution_accuracy", "bleu")
     metric_definitions = {
         "exact_match": "percent of predictions equal to the reference after tasks._metrics.normalize_sql "
                        "(quotes unified, spacing around ( ) , and operators normalized, whitespace collapsed, lower-cased)",

@@ -93,7 +93,7 @@ def test_execution_accuracy_not_reported_without_rows():
 def test_generated_sql_set_is_consistent_and_reproducible():
     from tasks._data import read_jsonl
     from tasks._sqlgen import generate
-    from tasks.build_data import SQL_ID_PREFIX, SQL_SEED, SQL_SIZES
+    from tasks._build_data import SQL_ID_PREFIX, SQL_SEED, SQL_SIZES
     from tasks.sql_embedded import SQL_FILES
 
     shipped = {split: read_jsonl(path) for split, path in SQL_FILES.items()}

@@ -1,8 +1,8 @@
 """Build the embedded evaluation sets shipped in tasks/data/ (deterministic):
 
-    python -m tasks.build_data          # both
-    python -m tasks.build_data summ     # tasks/data/summ: lead-sentence summarization of real text
-    python -m tasks.build_data sql      # tasks/data/sql: GENERATED text-to-SQL
+    python -m tasks._build_data          # both
+    python -m tasks._build_data summ     # tasks/data/summ: lead-sentence summarization of real text
+    python -m tasks._build_data sql      # tasks/data/sql: GENERATED text-to-SQL
 
 summ reads the embedded corpus (tasks/data/wiki/*.jsonl.gz and news/lee_background.txt.gz,
 written by ``python -m harness.embedded.build corpus``); sql needs nothing. Output is
@@ -20,7 +20,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from tasks._data import EMBEDDED_DATA, read_jsonl
+from tasks._data import EMBEDDED_DATA, news_split, read_jsonl
+from tasks._sqlgen import generate
 from tasks._metrics import split_sentences
 
 SPLITS = ("train", "validation", "test")
@@ -68,13 +69,6 @@ def lead_pair(text: str) -> tuple[str, str] | None:
     return " ".join(document), lead
 
 
-def news_split(article: str) -> str:
-    """News articles are not in the wiki corpus split: 10% test, 10% validation, 80% train
-    by a content hash (stable under reordering)."""
-    bucket = int(hashlib.sha256(article.encode("utf-8")).hexdigest(), 16) % 10
-    return "test" if bucket == 0 else "validation" if bucket == 1 else "train"
-
-
 def slug(title: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")
 
@@ -109,8 +103,6 @@ def build_summ() -> dict[str, int]:
 def build_sql() -> dict[str, int]:
     """tasks/data/sql/{split}.jsonl.gz: WikiSQL hub-schema rows over generated tables;
     each split draws its own tables (ids carry the split's prefix), so no table is shared."""
-    from tasks._sqlgen import generate
-
     sizes = {}
     for offset, split in enumerate(SPLITS):
         rows = generate(SQL_SIZES[split], seed=SQL_SEED + offset, id_prefix=SQL_ID_PREFIX[split])
