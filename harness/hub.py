@@ -48,11 +48,22 @@ def hub_references(spec_dict: dict[str, Any]) -> dict[str, tuple[str, str | None
     return references
 
 
-def resolve_revisions(spec_dict: dict[str, Any]) -> dict[str, str]:
-    """key -> commit for every hub reference that resolves now."""
+def resolve_revisions(spec_dict: dict[str, Any], cache: dict[tuple[str, str | None, str], str | None] | None = None,
+                      only: set[str] | None = None) -> dict[str, str]:
+    """key -> commit for every hub reference that resolves now (``only``: just these keys).
+    ``cache`` (repo, revision, kind) -> commit is shared across calls, so many jobs of one
+    model ask the hub once."""
     resolved = {}
     for key, (repo, revision, kind) in hub_references(spec_dict).items():
-        commit = resolve_commit(repo, revision, kind)
+        if only is not None and key not in only:
+            continue
+        reference = (repo, revision, kind)
+        if cache is not None and reference in cache:
+            commit = cache[reference]
+        else:
+            commit = resolve_commit(repo, revision, kind)
+            if cache is not None:
+                cache[reference] = commit
         if commit:
             resolved[key] = commit
     return resolved

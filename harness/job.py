@@ -91,13 +91,13 @@ def run_job(spec: JobSpec, execution: Execution = Execution(),
     model_identity = {**spec.model, "revision": resolved.get(f"model:{spec.model['name']}", spec.model.get("revision"))}
     with clock("load"):
         model, tokenizer = load_model(model_identity, device, dtype)
-    task = TASKS.get(spec.task["name"])(spec.task["name"], spec.task["params"])
+    task = TASKS.get(spec.task["name"])(spec.task["name"], _pinned_task_params(spec, resolved))
     context = context_length(model.config)
     max_length = min(spec.train["max_length"], context) if context else spec.train["max_length"]
     original_widths = _ffn_widths(model)
     params_dense = parameter_count(model)
     protocol: dict[str, Any] = {"train_max_length": max_length, "device": str(device), "threads": torch.get_num_threads(),
-                                "precision": precision, "kind": spec.kind}
+                                "precision": precision, "kind": spec.kind, "task_facts": _task_facts(task)}
     metrics: list[Metric] = []
     curves: list[tuple[int, str, float]] = []
     keep = None
@@ -180,6 +180,22 @@ def run_job(spec: JobSpec, execution: Execution = Execution(),
     if bad:  # a NaN or infinite number is never stored as a result
         raise FloatingPointError(f"metric {bad[0]} is not finite" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
     return result
+
+
+def _task_facts(task: Any) -> dict[str, Any]:
+    """What readers of the results need to know about the task (recorded with each job, so
+    the dashboard needs no registry): its headline metric, whether its data is generated."""
+    generated = bool(task.generated_data and not task.params.get("data_files"))
+    return {"headline_metric": task.headline_metric, "headline_metrics": list(task.headline_metrics),
+            "generated_data": generated, "description": task.describe()}
+
+
+def _pinned_task_params(spec: JobSpec, resolved: dict[str, str]) -> dict[str, Any]:
+    """The task's parameters, a hub dataset's revision pinned to the commit recorded for this
+    job (as the model is): the data read is the data the recorded commit names."""
+    data = spec.task.get("data") or {}
+    commit = resolved.get(f"dataset:{data.get('hub_id')}") if data.get("source") == "hub" else None
+    return {**spec.task["params"], "revision": commit} if commit else spec.task["params"]
 
 
 def _ffn_widths(model: torch.nn.Module) -> list[int]:

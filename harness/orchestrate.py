@@ -69,24 +69,51 @@ def summary(result: JobResult) -> str:
 class _Books:
     """This runner's view of its jobs: claims, what ended here, and the store writes."""
 
-    def __init__(self, store: Store, run_id: int, reporter: Reporter, force_since: datetime | None,
-                 local_executor: bool, depends_on: Callable[[JobSpec], list[JobSpec]], cyclic: set[str],
-                 counted: set[str]):
+    def __init__(self, store: Store, run_id: int, reporter: Reporter, started: datetime, force: bool,
+                 local_executor: bool, depends_on: Callable[[JobSpec], list[JobSpec]], jobs: list[JobSpec],
+                 states: dict[str, str], poll_seconds: float):
         self.store, self.run_id, self.reporter = store, run_id, reporter
-        self.counted = counted  # the jobs the start line said this runner would run
-        self.depends_on, self.cyclic = depends_on, cyclic
-        self.done_since = force_since or datetime.min
+        self.depends_on, self.cyclic = depends_on, _in_cycles(jobs, depends_on)
+        # What the start line counted: jobs done before this run (skipped silently) and the
+        # jobs it said this runner would run.
+        self.done_before = {s.spec_hash for s in jobs if not force and states.get(s.spec_hash) == "done"}
+        self.counted = {s.spec_hash for s in jobs if s.spec_hash not in self.done_before
+                        and states.get(s.spec_hash) != "running"}
+        # Done counts from this run's start with --force; a failure counts (is not retried
+        # here) from this run's start: another runner of the same sweep had it fail.
+        self.done_since = started if force else datetime.min
+        self.survey_done_since = started if force else None
+        self.failed_since = started
+        self.dependents: dict[str, list[str]] = {}  # spec hash -> jobs here that need it done first
+        for job in jobs:
+            for dependency in depends_on(job):
+                self.dependents.setdefault(dependency.spec_hash, []).append(job.spec_hash)
+        self.settled: set[str] = set()  # jobs the scheduler is done with here (claimed, failed or skipped)
         self.local = local_executor
+        self.poll_seconds = poll_seconds
         self.versions, self.version = library_versions(), harness_version()
         self.job_ids: dict[str, int] = {}  # spec hash -> the attempt this runner claimed
         self.ended: dict[str, str] = {}  # spec hash -> status, for jobs that ended here
-        self.failures = self.elsewhere = 0
+        self.failures = self.claims = 0
+        self.abandoned: set[str] = set()  # jobs failed because recording them failed
+        self.elsewhere: set[str] = set()  # jobs not done at the start that other runners took
+        self._surveyed: dict[str, str] = {}  # dependency states, until the next event or idle
+
+    def idle(self) -> None:
+        self._surveyed.clear()
+        time.sleep(self.poll_seconds)
 
     def dependency_state(self, dependency: JobSpec) -> str:
         if dependency.spec_hash in self.ended:
             return self.ended[dependency.spec_hash]
-        state = self.store.survey([dependency.spec_hash], self.run_id).get(dependency.spec_hash, "open")
-        return state if state != "failed" or dependency.spec_hash in self.job_ids else "open"
+        if dependency.spec_hash not in self._surveyed:  # students of one teacher: one look per pass
+            self._surveyed[dependency.spec_hash] = self.store.survey(
+                [dependency.spec_hash], self.run_id, done_since=self.survey_done_since,
+                failed_since=self.failed_since).get(dependency.spec_hash, "open")
+        return self._surveyed[dependency.spec_hash]
+
+    def _needed_here(self, spec: JobSpec) -> bool:
+        return any(job not in self.settled for job in self.dependents.get(spec.spec_hash, ()))
 
     def gate(self, spec: JobSpec) -> Gate:
         if spec.spec_hash in self.cyclic:
@@ -95,34 +122,58 @@ class _Books:
             state = self.dependency_state(dependency)
             if state in ("failed", "interrupted"):
                 return self._fail_unrun(spec, f"dependency {dependency.short_hash} ({dependency.label}) {state}; not run")
-            if state != "done":
+            if state != "done":  # running here or elsewhere, or free: this runner's own entry for it claims it
                 return Gate("wait")
-        job_id, why = self.store.claim_next(self.run_id, pending(spec), self.versions, self.version, self.done_since)
+        job_id, why = self._claim(spec)
         if job_id is None:
-            self.elsewhere += 1
-            if spec.spec_hash in self.counted:
-                self.reporter.taken_elsewhere(spec, why)
-            else:
-                self.reporter.note(f"  skipped {spec.short_hash} {spec.label}: {why}")
+            if why.startswith("running") and self._needed_here(spec):
+                # Jobs here wait for it: keep watching it, and take it over if its runner dies.
+                return Gate("wait")
+            self._skip(spec, why)
             return Gate("skip", why)
+        self.settled.add(spec.spec_hash)
         self.job_ids[spec.spec_hash] = job_id
+        self.claims += 1
         return Gate("run")
 
+    def _claim(self, spec: JobSpec) -> tuple[int | None, str]:
+        return self.store.claim_next(self.run_id, pending(spec), self.versions, self.version, self.done_since,
+                                     failed_since=self.failed_since)
+
+    def _skip(self, spec: JobSpec, why: str) -> None:
+        """Another runner holds or finished ``spec``: say so once (the jobs done before this
+        run started are the start line's 'already done')."""
+        first = spec.spec_hash not in self.settled
+        self.settled.add(spec.spec_hash)
+        if spec.spec_hash in self.done_before or spec.spec_hash in self.elsewhere or not first:
+            return
+        self.elsewhere.add(spec.spec_hash)
+        if spec.spec_hash in self.counted:
+            self.reporter.taken_elsewhere(spec, why)
+        else:
+            self.reporter.note(f"  skipped {spec.short_hash} {spec.label}: {why}")
+
     def _fail_unrun(self, spec: JobSpec, reason: str) -> Gate:
-        job_id, _ = self.store.claim_next(self.run_id, pending(spec), self.versions, self.version, self.done_since)
+        job_id, why = self._claim(spec)
+        self.settled.add(spec.spec_hash)
         if job_id is not None:
             self.job_ids[spec.spec_hash] = job_id
+            self.claims += 1
             return Gate("fail", reason)
-        self.ended[spec.spec_hash] = "failed"
+        self._skip(spec, why)
         return Gate("skip", reason)
 
     def record(self, event: JobEvent) -> None:
         """Every start and end, in this process: the store's only writer. Whatever goes
         wrong while recording a job fails that job (with the traceback), never the run."""
+        self._surveyed.clear()
+        if event.spec.spec_hash in self.abandoned:  # failed while recording its start: its end changes nothing
+            return
         try:
             self._record(event)
         except Exception as error:  # noqa: BLE001 -- the driver must outlive any one job's bookkeeping
-            self.failures += event.kind == "end"
+            self.failures += 1
+            self.abandoned.add(event.spec.spec_hash)
             self.ended[event.spec.spec_hash] = "failed"
             message = f"recording failed: {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"
             job_id = self.job_ids.get(event.spec.spec_hash)
@@ -177,16 +228,13 @@ def run_matrix(matrix: Matrix, store: Store, jobs: list[JobSpec], force: bool = 
     reporter.matrix_start(len(jobs), done, held)
     if not force:
         _report_drift(store, [s for s in jobs if states.get(s.spec_hash) == "done"], reporter)
-    counted = {s.spec_hash for s in jobs if force and states.get(s.spec_hash) != "running"
-               or states.get(s.spec_hash) not in ("done", "running")}
-    books = _Books(store, run_id, reporter, started if force else None, executor.name == "local", depends_on,
-                   _in_cycles(jobs, depends_on), counted)
-    idle: Callable[[], None] = lambda: time.sleep(poll_seconds)  # noqa: E731
+    books = _Books(store, run_id, reporter, started, force, executor.name == "local", depends_on, jobs, states,
+                   poll_seconds)
     try:
         with Heartbeat(store, run_id), executor:
-            execute(executor, jobs, books.gate, books.record, idle)
+            execute(executor, jobs, books.gate, books.record, books.idle)
             if wait:
-                _wait_for_matrix(store, jobs, run_id, reporter, idle)
+                _wait_for_matrix(store, executor, jobs, books)
     except KeyboardInterrupt:
         store.finish_run(run_id, "interrupted")  # its jobs not started yet end 'interrupted' too
         reporter.matrix_end(interrupted=True)
@@ -195,7 +243,8 @@ def run_matrix(matrix: Matrix, store: Store, jobs: list[JobSpec], force: bool = 
         store.finish_run(run_id, "failed")
         raise
     store.finish_run(run_id)
-    reporter.matrix_end(failures=books.failures, elsewhere=books.elsewhere)
+    reporter.matrix_end(failures=books.failures, elsewhere=len(books.elsewhere), total=len(jobs),
+                        done_before=len(books.done_before))
     return EXIT_FAILED if books.failures else EXIT_OK
 
 
@@ -216,18 +265,33 @@ def _in_cycles(jobs: list[JobSpec], depends_on: Callable[[JobSpec], list[JobSpec
     return cyclic
 
 
-def _wait_for_matrix(store: Store, jobs: list[JobSpec], run_id: int, reporter: Reporter,
-                     idle: Callable[[], None]) -> None:
+def _wait_for_matrix(store: Store, executor: Executor, jobs: list[JobSpec], books: _Books) -> None:
     """``--wait``: poll until no job of the matrix is running anywhere (a Slurm array task
-    then ends with the matrix)."""
-    hashes = [s.spec_hash for s in jobs]
+    then ends with the matrix). A job that becomes free again meanwhile (its runner was
+    killed, or interrupted) is taken over here."""
+    hashes, said = [s.spec_hash for s in jobs], None
     while True:
-        states = store.survey(hashes, run_id)
+        states = store.survey(hashes, books.run_id, done_since=books.survey_done_since,
+                              failed_since=books.failed_since)
+        if any(s.spec_hash not in states for s in jobs):
+            # Free again: run it here, with the jobs others still hold (a teacher among them
+            # is watched, and taken over too if its runner dies).
+            again = [s for s in jobs if states.get(s.spec_hash) in (None, "running")]
+            books.settled.difference_update(s.spec_hash for s in again)
+            claims = books.claims
+            execute(executor, again, books.gate, books.record, books.idle)
+            if books.claims > claims:
+                continue
+            # Nothing could be taken (another runner was quicker, or this run may not claim).
+            states = store.survey(hashes, books.run_id, done_since=books.survey_done_since,
+                                  failed_since=books.failed_since)
         running = sum(state == "running" for state in states.values())
         if not running:
             return
-        reporter.note(f"waiting: {running} jobs still running in other runs")
-        idle()
+        if running != said:
+            books.reporter.note(f"waiting: {running} job{'s' if running != 1 else ''} still running in other runs")
+            said = running
+        books.idle()
 
 
 def _report_drift(store: Store, done: list[JobSpec], reporter: Reporter) -> None:
@@ -236,8 +300,12 @@ def _report_drift(store: Store, done: list[JobSpec], reporter: Reporter) -> None
     if not hub_jobs:
         return
     recorded = store.resolved_revisions([spec.spec_hash for spec in hub_jobs])
+    cache: dict = {}  # one hub call per (repo, revision), not per job; none for a job that recorded nothing
     for spec in hub_jobs:
-        changes = drift(recorded.get(spec.spec_hash, {}), resolve_revisions(spec.to_dict()))
+        pinned = recorded.get(spec.spec_hash) or {}
+        if not pinned:
+            continue
+        changes = drift(pinned, resolve_revisions(spec.to_dict(), cache, only=set(pinned)))
         for change in changes:
             reporter.note(f"  note {spec.short_hash} {spec.label}: {change}; its results are kept (rerun with --force "
                           f"--only {spec.short_hash} to redo it at the new commit)")

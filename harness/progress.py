@@ -86,8 +86,10 @@ class Reporter:
         if self._matrix_bar is not None:
             self._matrix_bar.update(1)
 
-    def matrix_end(self, failures: int = 0, interrupted: bool = False, elsewhere: int = 0) -> None:
-        """``elsewhere``: jobs other runners took while this one ran (not counted as its own)."""
+    def matrix_end(self, failures: int = 0, interrupted: bool = False, elsewhere: int = 0, total: int = 0,
+                   done_before: int = 0) -> None:
+        """``elsewhere``: jobs other runners took while this one ran (not counted as its own);
+        ``done_before``: of the ``total``, those done before this run started."""
         if self._matrix_bar is not None:
             self._matrix_bar.close()
         elapsed = _duration(time.perf_counter() - self._started)
@@ -95,6 +97,12 @@ class Reporter:
         if interrupted:
             self._line(f"interrupted after {elapsed}; rerun the same command to continue")
         elif not self._finished and elsewhere:
-            self._line(f"nothing to do here: other runners hold the remaining {elsewhere} jobs ({elapsed})")
+            self._line(f"nothing to do here: other runners hold the remaining {_jobs(elsewhere)} ({elapsed})")
+        elif not self._finished and total and done_before == total:
+            self._line(f"nothing to do here: all {_jobs(total)} already done ({elapsed})")
         else:
             self._line(f"finished in {elapsed}: {self._finished - failures} done, {failures} failed{others}")
+
+
+def _jobs(count: int) -> str:
+    return f"{count} job{'s' if count != 1 else ''}"

@@ -4,6 +4,7 @@ backward pass (GUM's redundancy)."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
 
@@ -105,8 +106,8 @@ class Trainer:
             loss = self.loss_fn(self.model, batch) if self.loss_fn else self.model(**batch).loss
         penalty = self.pruner.penalty(kept)
         total = loss if penalty is None else loss + penalty
-        if not torch.isfinite(total):
-            raise FloatingPointError(f"training loss is {total.item()} at step {step}; job stopped, no metrics stored")
+        # No finiteness check here: on a GPU it would wait for the forward pass in the middle
+        # of every step. ``train`` checks the loss it reads back for its log anyway.
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.zero_grad(set_to_none=True)
         total.backward()
@@ -142,10 +143,14 @@ def train(
         batch = {key: value.to(device) for key, value in next(data).items()}
         loss, penalty, lr = trainer.step(step, batch)
         log.final_loss = loss.item()
+        penalty_value = None if penalty is None else penalty.item()
+        total = log.final_loss + (penalty_value or 0.0)
+        if not math.isfinite(total):  # the step's update is thrown away with the job
+            raise FloatingPointError(f"training loss is {total} at step {step}; job stopped, no metrics stored")
         sparsity = pruner.sparsity  # of the masks this step trained with
         log.curves += [(step, "loss", log.final_loss), (step, "sparsity", sparsity), (step, "lr", lr)]
-        if penalty is not None:
-            log.curves.append((step, "regularizer", penalty.item()))
+        if penalty_value is not None:
+            log.curves.append((step, "regularizer", penalty_value))
         if on_step:
             on_step(step, log.final_loss, sparsity)
     model.eval()

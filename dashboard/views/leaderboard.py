@@ -8,19 +8,33 @@ import streamlit as st
 from dashboard import data
 from dashboard.data import Selection
 from dashboard.stats import best_rows
-from results.queries import pivot
+from results.queries import VALIDATION, pivot
 
 STAR = " ★"
 
 
-def leaderboard_table(frame: pd.DataFrame, higher_is_better: bool) -> pd.DataFrame:
+def leaderboard_table(frame: pd.DataFrame, higher_is_better: bool, stars_from: pd.DataFrame | None = None) -> pd.DataFrame:
     """Cells 'mean ± std (seeds)' (the terminal leaderboard's format), the best method of
-    each sparsity column marked with a star."""
+    each sparsity column marked with a star: best in ``stars_from`` (the same metric on
+    the validation split, where choices are made) when given, else in ``frame``."""
     _, table = next(pivot(frame))
-    for sparsity, labels in best_rows(frame, higher_is_better).items():
+    source = frame if stars_from is None or stars_from.empty else stars_from
+    for sparsity, labels in best_rows(source, higher_is_better).items():
+        column = f"s={sparsity:g}"
         for label in labels:
-            table.loc[label, f"s={sparsity:g}"] += STAR
+            if column in table.columns and label in table.index and table.loc[label, column]:
+                table.loc[label, column] += STAR
     return table
+
+
+def star_source(selection: Selection, metric: str, split: str) -> pd.DataFrame | None:
+    """The rows the ★ reads: the chosen metric on split validation when it has validation
+    rows (choosing the best on the split being reported would be choosing on the test set),
+    else None (the shown split itself)."""
+    if split == VALIDATION:
+        return None
+    validation = data.leaderboard(selection.url, selection.task, selection.model, metric, VALIDATION)
+    return None if validation.empty else validation
 
 
 def status_table(jobs: pd.DataFrame) -> pd.DataFrame:
@@ -36,7 +50,7 @@ def status_table(jobs: pd.DataFrame) -> pd.DataFrame:
 
 def render(selection: Selection) -> None:
     st.header("Leaderboard")
-    data.task_note(selection.task)
+    data.task_note(selection.url, selection.task)
     jobs = data.latest_jobs(selection.url, selection.task, selection.model)
     statuses = jobs["status"].value_counts()
     columns = st.columns(4)
@@ -64,9 +78,18 @@ def results_table(selection: Selection) -> None:
     if frame.empty:  # the cached metric names outlived a database that changed under them
         st.info("No finished job has this metric any more; press Refresh.")
         return
+    stars = star_source(selection, metric, split)
+    if stars is not None:
+        star_note = (f"★ best mean per sparsity column **on split `{VALIDATION}`** (the same metric; choices are "
+                     f"made on validation, never on the `{split}` numbers shown)")
+    elif split == VALIDATION:
+        star_note = f"★ best mean per sparsity column on split `{VALIDATION}`"
+    else:
+        star_note = (f"★ best mean per sparsity column on the split shown (`{split}`: this metric has no "
+                     f"validation rows)")
     st.caption(f"**{metric}** on split `{split}` ({data.direction(higher)}): mean ± std over seeds "
-               f"(number of seeds); ★ best mean per sparsity column. Dense = the fine-tuned, unpruned baseline.")
-    st.dataframe(leaderboard_table(frame, higher), width="stretch")
+               f"(number of seeds); {star_note}. Dense = the fine-tuned, unpruned baseline.")
+    st.dataframe(leaderboard_table(frame, higher, stars), width="stretch")
     dense = frame[frame["method"] == "dense"]
     if not dense.empty:
         row = dense.iloc[0]

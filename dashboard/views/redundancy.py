@@ -14,7 +14,7 @@ ANALYSIS_METRICS = (("uniqueness", "uniqueness (1 − redundant / surviving)"),
 
 def render(selection: Selection) -> None:
     st.header("Redundancy")
-    data.task_note(selection.task)
+    data.task_note(selection.url, selection.task)
     url, task, model = selection.url, selection.task, selection.model
     metrics = data.done_metrics(url, task, model)
     analysed = metrics[metrics["split"] == "analysis"]

@@ -16,7 +16,7 @@ BASELINE = "random"
 
 def render(selection: Selection) -> None:
     st.header("Is it better than random?")
-    data.task_note(selection.task)
+    data.task_note(selection.url, selection.task)
     default = data.headline(selection.url, selection.task, selection.model)
     picked = data.pick_metric(selection, key="significance_metric", default=default)
     if picked is None:
