@@ -75,7 +75,7 @@ class PruningMethod:
     # identity, so results of an older version are never taken for the new ones.
     version: ClassVar[int] = 1
     selection: ClassVar[str] = "local"  # "local": top-v per layer; "global": one cut over all layers
-    # Parameters a matrix may set: a default value, or a harness.settings.Param with its range.
+    # Parameters a matrix may set: a default value, or a harness.params.Param with its range.
     defaults: ClassVar[dict[str, Any]] = {}
     required: ClassVar[tuple[str, ...]] = ()  # names of required parameters declared without a Param
     # True: the engine calls observe() with every layer's masked activations each forward.

@@ -27,7 +27,7 @@ from results.schema import Job
 from results.stats import ALPHA, COMPARISON_COLUMNS, paired_differences, settings_diff
 from results.store import Store
 
-BOOKKEEPING_SPLITS = ("analysis", "model", "speed", "train")  # metric splits that are not task results
+BOOKKEEPING_SPLITS = ("analysis", "cost", "model", "speed", "train")  # metric splits that are not task results
 DISTILL_PREFIX = "distill"  # train keys distill, distill_alpha_kd, ... (harness/distill.py)
 FAMILY_COLUMNS = ["task", "model", "metric", "split", "higher_is_better", "baseline"]
 

@@ -65,7 +65,7 @@ class Job(Base):
     error: Mapped[str | None] = mapped_column(Text, nullable=True)  # one line
     traceback: Mapped[str | None] = mapped_column(Text, nullable=True)
     harness_version: Mapped[str] = mapped_column(String(50))
-    versions_json: Mapped[str] = mapped_column(Text)  # library versions, host, device
+    versions_json: Mapped[str] = mapped_column(Text)  # python, platform and package versions
     protocol_json: Mapped[str | None] = mapped_column(Text, nullable=True)
     worker: Mapped[str | None] = mapped_column(String(300), nullable=True)  # v2: "host:pid device" that ran it
     # v3. The spec version its hash was computed under (NULL: 1, before versions), and

@@ -30,7 +30,8 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 
 
 def files_identity(files: dict[str, str], embedded: bool = False) -> dict[str, Any]:
-    """Identity of local data: per split, the content hash (and, outside the package, the path)."""
+    """Identity of local data: per split, the content hash (an embedded file also its name; a
+    local path is a location, not identity, so it is not recorded)."""
     identity: dict[str, Any] = {"source": "embedded" if embedded else "local", "files": {}}
     for split, path in sorted(files.items()):
         entry = {"sha256": file_sha256(path)}
