@@ -54,10 +54,10 @@ METRICS = ("prefill_speedup", "decode_speedup")
 DENSE_TOLERANCE = SAME_SHAPE_TOLERANCE = 0.03
 
 
-def matrix(methods: list[str], seeds: int, speed: dict[str, int]) -> dict[str, Any]:
+def matrix(methods: list[str], seeds: int, speed: dict[str, int], dense: bool) -> dict[str, Any]:
     return {
         "name": "speed-protocol", "models": ["tiny-wiki-gpt2"], "methods": methods, "sparsities": [0.9],
-        "seeds": list(range(seeds)), "dense_baseline": "dense" in methods, "pretrained_baseline": False,
+        "seeds": list(range(seeds)), "dense_baseline": dense, "pretrained_baseline": False,
         "tasks": [{"name": "wiki-embedded", "max_train_examples": 16, "max_eval_tokens": 512}],
         "train": {"steps": 2, "batch_size": 4, "max_length": 64},
         "eval": {"validation_examples": 0, "analysis_examples": 0, **speed},
@@ -66,8 +66,9 @@ def matrix(methods: list[str], seeds: int, speed: dict[str, int]) -> dict[str, A
 
 def run(methods: list[str], seeds: int, speed: dict[str, int], threads: int) -> list[dict[str, Any]]:
     """One row per job: method, seed, metrics (value, spread) and speed_seconds."""
-    specs = [s for s in expand(matrix([m for m in methods if m != "dense"] or ["random"], seeds, speed), REPO)
-             if s.method["name"] in methods]
+    pruned = [m for m in methods if m != "dense"]
+    specs = [s for s in expand(matrix(pruned or ["random"], seeds, speed, "dense" in methods), REPO)
+             if (s.method["name"] in methods) or (s.kind == "dense" and "dense" in methods)]
     rows = []
     for spec in specs:
         result = run_job(spec, Execution(device="cpu", threads=threads))
