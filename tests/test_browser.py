@@ -81,6 +81,7 @@ PAGES = {  # page -> an element that shows it rendered real content
     "curves": '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg',
     "redundancy": '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg',
     "random": '[data-testid="stMarkdownContainer"] li',
+    "claims": '[data-testid="stDataFrame"]',
     "job": '[data-testid="stVegaLiteChart"] canvas, [data-testid="stVegaLiteChart"] svg',
 }
 
